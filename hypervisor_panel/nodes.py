@@ -1,0 +1,244 @@
+"""Nodes: the libvirt hosts the panel manages, their connections, health and resources."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from .errors import NotFound, Unavailable
+from .virt.capabilities import choose_domain_type, parse_capabilities
+from .virt.connection import NodeConnection
+
+if TYPE_CHECKING:
+    from .panel import Panel
+
+log = logging.getLogger(__name__)
+
+TABLE = "nodes"
+LOCAL_URI = "qemu:///system"
+WATCH_INTERVAL = 5.0
+STATS_INTERVAL = 15.0
+KVM_PROBE_TIMEOUT = 120.0
+
+
+def demo_uri(data_dir: Path) -> str:
+    """A test-driver URI on a private copy of the shipped demo node XML."""
+    target = data_dir / "demo-node.xml"
+    if not target.exists():
+        src = resources.files("hypervisor_panel") / "data" / "demo-node.xml"
+        with resources.as_file(src) as path:
+            shutil.copyfile(path, target)
+    return f"test://{target}"
+
+
+def local_libvirt_answers(uri: str = LOCAL_URI) -> bool:
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return False
+    conn.close()
+    return True
+
+
+def probe_kvm(conn: libvirt.virConnect, arch: str) -> bool:
+    """Start a paused, diskless kvm domain: the only reliable test that kvm really works.
+
+    Capabilities list kvm whenever /dev/kvm exists, even where QEMU cannot use it (wrong
+    permissions, nested or paravirtual hosts).
+    """
+    name = f"hvp-kvm-probe-{uuid.uuid4().hex[:8]}"
+    xml = (
+        f"<domain type='kvm'><name>{name}</name><memory unit='MiB'>32</memory>"
+        f"<vcpu>1</vcpu><os><type arch='{arch}'>hvm</type></os>"
+        "<devices><memballoon model='none'/></devices></domain>"
+    )
+    try:
+        dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+    except libvirt.libvirtError as exc:
+        log.info("kvm probe failed, using emulation: %s", exc)
+        return False
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.destroy()
+    return True
+
+
+class NodeManager:
+    """Keeps one NodeConnection per node, reconnects them and caches their resources."""
+
+    def __init__(self, panel: Panel, local_uri: str | None = None) -> None:
+        self.panel = panel
+        self.store = panel.store
+        self.local_uri = local_uri
+        self._conns: dict[str, NodeConnection] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        self._probes: dict[str, threading.Event] = {}
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- start-up ----------------------------------------------------------------------
+    def ensure_local_node(self) -> dict[str, Any]:
+        """On first start register the local libvirtd, or the demo node when none answers."""
+        existing = self.store.all(TABLE)
+        if existing:
+            return existing[0]
+        uri = self.local_uri
+        if uri is None:
+            uri = LOCAL_URI if local_libvirt_answers() else demo_uri(self.panel.data_dir)
+        demo = uri.startswith("test:")
+        node = {
+            "name": "demo" if demo else "local",
+            "uri": uri,
+            "kind": "demo" if demo else "local",
+            "host": "localhost",
+            "label": "Demo node (libvirt test driver, nothing real runs)" if demo else "",
+            "domain_type": "auto",
+            "kvm_usable": None,
+            "created": time.time(),
+        }
+        return self.store.insert(TABLE, node)
+
+    def start(self) -> None:
+        for node in self.store.all(TABLE):
+            self._connect(node)
+        self._watcher = threading.Thread(target=self._watch, name="hvp-nodes", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        for conn in list(self._conns.values()):
+            conn.close()
+
+    def _connect(self, node: dict[str, Any]) -> NodeConnection:
+        conn = NodeConnection(
+            node["id"],
+            node["uri"],
+            on_domain_event=self.panel.vms.on_domain_event,
+            on_status=self._status_changed,
+        )
+        self._conns[node["id"]] = conn
+        if conn.open():
+            self._refresh_info(node["id"])
+            self._maybe_probe(node)
+        return conn
+
+    def _status_changed(self, node_id: str, status: str, error: str | None) -> None:
+        self.panel.emit("node.status", node_id, status=status, error=error)
+
+    def _watch(self) -> None:
+        last_stats = 0.0
+        while not self._stop.wait(WATCH_INTERVAL):
+            do_stats = time.monotonic() - last_stats >= STATS_INTERVAL
+            for node_id, conn in list(self._conns.items()):
+                try:
+                    if conn.status != "online" or not conn.alive():
+                        conn.close()
+                        if conn.open():
+                            self._refresh_info(node_id)
+                    elif do_stats:
+                        conn.refresh()
+                        self._refresh_info(node_id)
+                except Exception:
+                    log.exception("node %s watch failed", node_id)
+            if do_stats:
+                last_stats = time.monotonic()
+
+    # -- per-node facts --------------------------------------------------------------
+    def _refresh_info(self, node_id: str) -> None:
+        conn = self._conns[node_id].get()
+        info = conn.getInfo()
+        caps = parse_capabilities(conn.getCapabilities())
+        try:
+            free = conn.getFreeMemory()
+        except libvirt.libvirtError:
+            free = None
+        self._info[node_id] = {
+            "cpu_model": info[0],
+            "memory_mib": info[1],
+            "cpus": info[2],
+            "mhz": info[3],
+            "free_memory_mib": free // (1024 * 1024) if free is not None else None,
+            "arch": caps.arch,
+            "domain_types": list(caps.domain_types),
+            "libvirt_version": _version(conn.getLibVersion()),
+            "hypervisor_version": _version(conn.getVersion()),
+        }
+
+    def _maybe_probe(self, node: dict[str, Any]) -> None:
+        info = self._info.get(node["id"], {})
+        if "kvm" not in info.get("domain_types", []) or node.get("kvm_usable") is not None:
+            return
+        if node.get("domain_type", "auto") != "auto":
+            return
+        done = self._probes.setdefault(node["id"], threading.Event())
+
+        def run() -> None:
+            try:
+                usable = probe_kvm(self._conns[node["id"]].get(), info["arch"])
+                self.store.update(TABLE, node["id"], {"kvm_usable": usable})
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"kvm-probe-{node['id']}", daemon=True).start()
+
+    def domain_type(self, node_id: str) -> str:
+        """The domain type VMs get on this node: from capabilities, kvm only where it works."""
+        node = self.require(node_id)
+        if node.get("domain_type", "auto") != "auto":
+            return node["domain_type"]
+        probe = self._probes.get(node_id)
+        if probe is not None:
+            probe.wait(KVM_PROBE_TIMEOUT)
+            node = self.require(node_id)
+        caps = parse_capabilities(self.connection(node_id).get().getCapabilities())
+        return choose_domain_type(caps, node.get("kvm_usable"))
+
+    # -- lookups -----------------------------------------------------------------------
+    def require(self, node_id: str) -> dict[str, Any]:
+        node = self.store.get(TABLE, node_id)
+        if node is None:
+            raise NotFound(f"node {node_id!r} not found", code="node_not_found")
+        return node
+
+    def connection(self, node_id: str) -> NodeConnection:
+        conn = self._conns.get(node_id)
+        if conn is None:
+            raise Unavailable(f"node {node_id!r} is not connected", code="node_offline")
+        return conn
+
+    def status(self, node_id: str) -> str:
+        conn = self._conns.get(node_id)
+        return conn.status if conn else "offline"
+
+    def online_ids(self) -> list[str]:
+        return [nid for nid, c in self._conns.items() if c.status == "online"]
+
+    def info(self, node_id: str) -> dict[str, Any]:
+        return self._info.get(node_id, {})
+
+    def public(self, node: dict[str, Any]) -> dict[str, Any]:
+        conn = self._conns.get(node["id"])
+        out = {k: v for k, v in node.items() if k not in ("password", "ssh_private_key")}
+        out["status"] = conn.status if conn else "offline"
+        out["status_reason"] = conn.error if conn else "not connected"
+        out["resources"] = self._info.get(node["id"], {})
+        if conn is not None:
+            states = [d.state for d in conn.domains.values()]
+            out["resources"] = {
+                **out["resources"],
+                "domains": len(states),
+                "running": sum(1 for s in states if s == "running"),
+            }
+        return out
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"

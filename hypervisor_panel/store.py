@@ -1,0 +1,344 @@
+"""The embedded store: TinyDB behind one lock, persisted as a snapshot plus a journal.
+
+TinyDB is not thread-safe and its JSON storage rewrites the whole file on every write, so
+the panel puts every call behind one re-entrant lock and gives TinyDB a ``JournaledStorage``:
+
+* ``read()`` returns the in-memory tables (no re-read of the file);
+* ``write()`` computes what changed (TinyDB replaces the dict of every table it touched, so
+  untouched tables are skipped by identity), appends one checksummed line to the journal and
+  fsyncs it before returning: an acknowledged write survives SIGKILL or power loss;
+* every ``compact_every`` writes the state is written to a new snapshot (temporary file +
+  fsync + rename) and the journal is emptied. Journal lines carry a sequence number, so a
+  crash between the rename and the truncation replays nothing twice.
+
+A torn last journal line (a write that was never acknowledged) is ignored on load.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tinydb import TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Document, Table
+
+from .errors import Conflict, NotFound
+
+Tables = dict[str, dict[str, dict]]
+
+
+class CorruptStore(RuntimeError):
+    """The journal is damaged before its last line: refuse to guess."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old or the new file, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _encode_line(seq: int, ops: list) -> bytes:
+    payload = json.dumps({"seq": seq, "ops": ops}, separators=(",", ":")).encode()
+    return b"%08x " % zlib.crc32(payload) + payload + b"\n"
+
+
+def _decode_line(line: bytes) -> dict | None:
+    """Return the entry, or None when the line is torn or fails its checksum."""
+    if not line.endswith(b"\n") or len(line) < 10:
+        return None
+    crc, payload = line[:8], line[9:-1]
+    try:
+        if int(crc, 16) != zlib.crc32(payload):
+            return None
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+class JournaledStorage(Storage):
+    """TinyDB storage: in-memory tables, a fsynced append-only journal, periodic snapshots."""
+
+    def __init__(self, path: str, compact_every: int = 2000) -> None:
+        self.path = Path(path)
+        self.journal_path = self.path.with_name(self.path.name + ".journal")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.compact_every = compact_every
+        self._data, self._seq = self._load()
+        self._shadow: Tables = copy.deepcopy(self._data)
+        self._seen: dict[str, dict] = dict(self._data)
+        self._journal = open(self.journal_path, "ab")  # noqa: SIM115 - kept open on purpose
+        self._entries = 0
+
+    # -- loading ---------------------------------------------------------------------
+    def _load(self) -> tuple[Tables, int]:
+        tables: Tables = {}
+        seq = 0
+        if self.path.exists():
+            snap = json.loads(self.path.read_bytes() or b"{}")
+            tables, seq = snap.get("tables", {}), snap.get("seq", 0)
+        if self.journal_path.exists():
+            lines = self.journal_path.read_bytes().splitlines(keepends=True)
+            for index, line in enumerate(lines):
+                entry = _decode_line(line)
+                if entry is None:
+                    if index == len(lines) - 1:
+                        break  # torn tail: that write was never acknowledged
+                    raise CorruptStore(f"{self.journal_path}: line {index + 1} is damaged")
+                if entry["seq"] <= seq:
+                    continue
+                _apply(tables, entry["ops"])
+                seq = entry["seq"]
+        return tables, seq
+
+    # -- Storage API -----------------------------------------------------------------
+    def read(self) -> Tables:
+        return self._data
+
+    def write(self, data: Tables) -> None:
+        ops = self._diff(data)
+        for table in data.values():
+            if isinstance(table, _TrackedTable):
+                table.touched = set()
+        self._data = data
+        self._seen = dict(data)
+        if not ops:
+            return
+        self._seq += 1
+        self._journal.write(_encode_line(self._seq, ops))
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        _apply(self._shadow, copy.deepcopy(ops))
+        self._entries += 1
+        if self._entries >= self.compact_every:
+            self.compact()
+
+    def close(self) -> None:
+        if not self._journal.closed:
+            self._journal.close()
+
+    # -- internals -------------------------------------------------------------------
+    def _diff(self, data: Tables) -> list:
+        ops: list = []
+        for name, table in data.items():
+            if self._seen.get(name) is table:
+                continue  # TinyDB did not touch this table
+            old = self._shadow.get(name)
+            if old is None:
+                ops.append(["table", name])
+                old = {}
+            touched = getattr(table, "touched", None)
+            if touched is None:
+                touched = set(dict.keys(table)) | old.keys()
+            for doc_id in touched:
+                doc = dict.get(table, doc_id)
+                if doc is None:
+                    if doc_id in old:
+                        ops.append(["del", name, doc_id])
+                elif old.get(doc_id) != doc:
+                    ops.append(["set", name, doc_id, doc])
+        ops.extend(["drop", name] for name in self._shadow.keys() - data.keys())
+        return ops
+
+    def compact(self) -> None:
+        """Write the whole state as a new snapshot, then empty the journal."""
+        snapshot = json.dumps({"seq": self._seq, "tables": self._shadow}, separators=(",", ":"))
+        atomic_write(self.path, snapshot.encode())
+        self._journal.close()
+        with open(self.journal_path, "wb") as fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._journal = open(self.journal_path, "ab")  # noqa: SIM115
+        self._entries = 0
+
+
+def _apply(tables: Tables, ops: list) -> None:
+    for op in ops:
+        kind, name = op[0], op[1]
+        if kind == "table":
+            tables.setdefault(name, {})
+        elif kind == "set":
+            tables.setdefault(name, {})[op[2]] = op[3]
+        elif kind == "del":
+            tables.get(name, {}).pop(op[2], None)
+        elif kind == "drop":
+            tables.pop(name, None)
+
+
+class _TrackedTable(dict):
+    """A table dict that remembers which documents an updater could have changed.
+
+    TinyDB updaters reach documents by key (``table[id]``, ``pop``, assignment); a full
+    iteration marks everything as touched, so the journal diff stays correct either way
+    while a single-document update diffs one document instead of the whole table.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.touched: set[str] | None = set()
+
+    def _touch(self, key: str) -> None:
+        if self.touched is not None:
+            self.touched.add(key)
+
+    def __getitem__(self, key: str) -> Any:
+        self._touch(key)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._touch(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._touch(key)
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._touch(key)
+        return super().pop(key, *default)
+
+    def _touch_all(self) -> None:
+        self.touched = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._touch(key)
+        return super().get(key, default)
+
+    def clear(self) -> None:
+        self._touch_all()
+        super().clear()
+
+
+class _StrIdTable(Table):
+    """Documents are keyed by the panel's string ids, so lookups by id are O(1)."""
+
+    document_id_class = str  # type: ignore[assignment]
+
+    def _get_next_id(self) -> str:  # type: ignore[override]
+        return uuid.uuid4().hex
+
+    def _update_table(self, updater: Callable[[dict], None]) -> None:
+        # TinyDB's version converts every key twice; ids are already strings here.
+        tables = self._storage.read()
+        table = _TrackedTable()
+        dict.update(table, tables.get(self.name, {}))
+        updater(table)
+        tables[self.name] = table
+        self._storage.write(tables)
+        self.clear_cache()
+
+
+TinyDB.table_class = _StrIdTable
+
+
+def new_id() -> str:
+    """A fresh, URL-safe object id."""
+    return uuid.uuid4().hex[:12]
+
+
+class Store:
+    """Thread-safe document store; every object is a dict with a string ``id``.
+
+    Returned dicts are copies of the top level; nested values must be replaced, not mutated.
+    """
+
+    def __init__(self, path: str | Path, compact_every: int = 2000) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._db = TinyDB(str(self.path), storage=JournaledStorage, compact_every=compact_every)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store lock across several calls (read-check-write sequences)."""
+        with self._lock:
+            yield
+
+    def _table(self, name: str) -> Table:
+        return self._db.table(name)
+
+    def _raw(self, name: str) -> dict[str, dict]:
+        """The table's documents as stored (read-only use; avoids TinyDB's per-doc wrapping)."""
+        return self._db.storage.read().get(name, {})
+
+    def insert(self, table: str, doc: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            doc = dict(doc)
+            doc.setdefault("id", new_id())
+            tbl = self._table(table)
+            if tbl.contains(doc_id=doc["id"]):
+                raise Conflict(f"{table} {doc['id']} already exists", code="already_exists")
+            tbl.insert(Document(doc, doc_id=doc["id"]))
+            return dict(doc)
+
+    def get(self, table: str, obj_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            doc = self._table(table).get(doc_id=obj_id)
+            return dict(doc) if doc is not None else None
+
+    def require(self, table: str, obj_id: str, what: str | None = None) -> dict[str, Any]:
+        doc = self.get(table, obj_id)
+        if doc is None:
+            raise NotFound(f"{what or table} {obj_id!r} not found")
+        return doc
+
+    def all(self, table: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(d) for d in self._raw(table).values()]
+
+    def find(self, table: str, predicate: Callable[[dict], bool] | None = None, **equals: Any):
+        """Documents whose fields equal ``equals`` and for which ``predicate`` holds."""
+        with self._lock:
+            out = []
+            for doc in self._raw(table).values():
+                if all(doc.get(k) == v for k, v in equals.items()) and (
+                    predicate is None or predicate(doc)
+                ):
+                    out.append(dict(doc))
+            return out
+
+    def find_one(self, table: str, **equals: Any) -> dict[str, Any] | None:
+        found = self.find(table, **equals)
+        return found[0] if found else None
+
+    def update(self, table: str, obj_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            tbl = self._table(table)
+            if not tbl.contains(doc_id=obj_id):
+                raise NotFound(f"{table} {obj_id!r} not found")
+            tbl.update(dict(fields), doc_ids=[obj_id])
+            return dict(tbl.get(doc_id=obj_id))  # type: ignore[arg-type]
+
+    def delete(self, table: str, obj_id: str) -> None:
+        with self._lock:
+            tbl = self._table(table)
+            if tbl.contains(doc_id=obj_id):
+                tbl.remove(doc_ids=[obj_id])
+
+    def count(self, table: str) -> int:
+        with self._lock:
+            return len(self._table(table))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

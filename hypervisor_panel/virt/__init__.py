@@ -1,0 +1,1 @@
+"""libvirt access: connections with events and reconnects, and XML builders."""

@@ -1,0 +1,111 @@
+"""Nodes, VM templates and storages."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...errors import Conflict
+from ...storages import CREATE_SCHEMA as STORAGE_CREATE
+from ...vm_templates import CREATE_SCHEMA as TEMPLATE_CREATE
+from ...vm_templates import PATCH_SCHEMA as TEMPLATE_PATCH
+from ..router import ApiRequest, created
+
+if TYPE_CHECKING:
+    from ...panel import Panel
+
+NODE_PATCH = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"},
+        "domain_type": {"enum": ["auto", "kvm", "qemu"],
+                        "description": "auto: kvm where it works, else qemu (TCG)"},
+    },
+}
+STORAGE_PATCH = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {"description": {"type": "string", "maxLength": 500}},
+}
+
+
+def register(panel: Panel) -> None:
+    api = panel.api
+
+    # -- nodes -------------------------------------------------------------------------
+    @api.route("/nodes", summary="Nodes with status and resources", tags=("nodes",))
+    def nodes(req: ApiRequest) -> dict[str, Any]:
+        return {"items": [panel.nodes.public(n) for n in panel.store.all("nodes")]}
+
+    @api.route("/nodes/<node_id>", summary="One node", tags=("nodes",))
+    def node(req: ApiRequest, node_id: str) -> dict[str, Any]:
+        return panel.nodes.public(panel.nodes.require(node_id))
+
+    @api.route("/nodes/<node_id>", "PATCH", summary="Rename a node or set its domain type",
+               role="admin", body=NODE_PATCH, tags=("nodes",))
+    def patch_node(req: ApiRequest, node_id: str) -> dict[str, Any]:
+        panel.nodes.require(node_id)
+        with panel.store.locked():
+            if "name" in req.body:
+                other = panel.store.find_one("nodes", name=req.body["name"])
+                if other and other["id"] != node_id:
+                    raise Conflict(f"node {req.body['name']!r} already exists",
+                                   code="already_exists")
+            updated = panel.store.update("nodes", node_id, req.body)
+        return panel.nodes.public(updated)
+
+    # -- VM templates --------------------------------------------------------------------
+    @api.route("/vm-templates", summary="VM templates", tags=("vm-templates",))
+    def templates(req: ApiRequest) -> dict[str, Any]:
+        return {"items": panel.store.all("vm_templates")}
+
+    @api.route("/vm-templates", "POST", summary="Create a VM template", role="admin",
+               body=TEMPLATE_CREATE, tags=("vm-templates",))
+    def create_template(req: ApiRequest):
+        return created(panel.vm_templates.create(req.body))
+
+    @api.route("/vm-templates/<template_id>", summary="One VM template",
+               tags=("vm-templates",))
+    def template(req: ApiRequest, template_id: str) -> dict[str, Any]:
+        return panel.store.require("vm_templates", template_id, "VM template")
+
+    @api.route("/vm-templates/<template_id>", "PATCH", summary="Change a VM template",
+               role="admin", body=TEMPLATE_PATCH, tags=("vm-templates",))
+    def patch_template(req: ApiRequest, template_id: str) -> dict[str, Any]:
+        return panel.vm_templates.update(template_id, req.body)
+
+    @api.route("/vm-templates/<template_id>", "DELETE", summary="Delete an unused template",
+               role="admin", status=204, tags=("vm-templates",))
+    def delete_template(req: ApiRequest, template_id: str) -> None:
+        panel.vm_templates.delete(template_id)
+
+    # -- storages ------------------------------------------------------------------------
+    @api.route("/storages", summary="Storages with per-node state and capacity",
+               tags=("storages",))
+    def storages(req: ApiRequest) -> dict[str, Any]:
+        return {"items": [panel.storages.public(s) for s in panel.store.all("storages")]}
+
+    @api.route("/storages", "POST", summary="Create a storage on every node", role="admin",
+               body=STORAGE_CREATE, tags=("storages",))
+    def create_storage(req: ApiRequest):
+        storage = panel.storages.create(req.body)
+        panel.emit("storage.create", storage["id"], actor=req.user["id"], name=storage["name"])
+        return created(panel.storages.public(storage))
+
+    @api.route("/storages/<storage_id>", summary="One storage", tags=("storages",))
+    def storage(req: ApiRequest, storage_id: str) -> dict[str, Any]:
+        return panel.storages.public(panel.storages.require(storage_id))
+
+    @api.route("/storages/<storage_id>", "PATCH", summary="Change a storage's description",
+               role="admin", body=STORAGE_PATCH, tags=("storages",))
+    def patch_storage(req: ApiRequest, storage_id: str) -> dict[str, Any]:
+        panel.storages.require(storage_id)
+        return panel.storages.public(panel.store.update("storages", storage_id, req.body))
+
+    @api.route("/storages/<storage_id>", "DELETE", summary="Delete a storage that holds no "
+               "disks", role="admin", status=204, tags=("storages",))
+    def delete_storage(req: ApiRequest, storage_id: str) -> None:
+        panel.storages.delete(storage_id)
+        panel.emit("storage.delete", storage_id, actor=req.user["id"])

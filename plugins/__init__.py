@@ -1,0 +1,1 @@
+"""Built-in capability plugins, installed as ``hypervisor_panel_plugins``."""

@@ -1,0 +1,42 @@
+"""The ``dir`` back end: libvirt ``dir`` pool; qcow2 files; backing-file linked clones."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import ClassVar
+
+from hypervisor_panel.storage import StorageBackend
+
+PATH_PATTERN = r"^/(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._/+-]*$"
+
+
+class DirStorage(StorageBackend):
+    """Files in a directory on every node (local storage: migrations copy the disks)."""
+
+    name: ClassVar[str] = "dir"
+    description: ClassVar[str] = "Directory on each node (qcow2 files)"
+    shared: ClassVar[bool] = False
+    build_flags: ClassVar[int | None] = 0
+    options_schema: ClassVar[dict] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path"],
+        "properties": {
+            "path": {
+                "type": "string",
+                "title": "Directory",
+                "description": "Absolute path on every node; created if missing",
+                "pattern": PATH_PATTERN,
+                "minLength": 2,
+                "maxLength": 255,
+                "default": "/var/lib/libvirt/images/hvp",
+            }
+        },
+    }
+
+    def pool_xml(self) -> str:
+        pool = ET.Element("pool", type="dir")
+        ET.SubElement(pool, "name").text = self.pool_name
+        target = ET.SubElement(pool, "target")
+        ET.SubElement(target, "path").text = self.options["path"]
+        return ET.tostring(pool, encoding="unicode")

@@ -1,0 +1,349 @@
+"""Build a tiny bootable guest (Debian kernel + busybox initramfs) for real-libvirt tests.
+
+The guest needs no disk: boot it with ``<os><kernel/><initrd/><cmdline>console=ttyS0``.
+On the serial console it prints :data:`MARKER` once booted, then
+``HVP-UPTIME <seconds>`` (integer guest uptime) every second forever, which lets a test
+prove that the same guest kept running, e.g. across a live migration.  When the
+domain has ``<features><acpi/></features>``, an ACPI power-button press
+(``virDomainShutdown``) makes it print ``HVP-GUEST-POWEROFF`` and power off.
+
+Requirements (Debian 12): apt lists present, packages ``busybox-static`` and ``cpio``.
+The kernel is fetched with ``apt-get download`` (never installed) and unpacked with
+``dpkg-deb -x``.  Everything is cached in ``cache_dir``; a second call only reads a
+small manifest.  Writes are atomic and serialised with a file lock, so a killed build
+or parallel test workers never leave a broken cache.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = "HVP-GUEST-BOOTED"
+UPTIME_PREFIX = "HVP-UPTIME"
+POWEROFF_MARKER = "HVP-GUEST-POWEROFF"
+METAPACKAGE = "linux-image-amd64"
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+
+# Loaded at boot, in this order, so that busybox acpid sees the ACPI power button.
+ACPI_MODULES = ("evdev", "button")
+# Kept beside the kernel (not loaded) for guests that need virtio disks or NICs;
+# insmod order matters.
+VIRTIO_MODULES = (
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_blk",
+    "failover",
+    "net_failover",
+    "virtio_net",
+)
+
+INIT_SCRIPT = f"""#!/bin/sh
+# /init of the hvp test guest: PID 1, never exits.
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /run /tmp /var/log
+mount -t devpts devpts /dev/pts 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+dmesg -n 1
+for m in {" ".join(ACPI_MODULES)}; do
+    [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko
+done
+n=0
+while [ ! -e /dev/input/event0 ] && [ $n -lt 20 ]; do sleep 0.05; n=$((n + 1)); done
+[ -e /dev/input/event0 ] && acpid -c /etc/acpi -l /tmp/acpid.log
+hostname hvp-guest
+echo
+echo "{MARKER}"
+while true; do
+    read up rest </proc/uptime
+    echo "{UPTIME_PREFIX} ${{up%%.*}}"
+    sleep 1
+done
+"""
+
+POWER_BUTTON_SCRIPT = f"""#!/bin/sh
+# Run by busybox acpid on an ACPI power-button press.
+echo "{POWEROFF_MARKER}" >/dev/console
+sync
+poweroff -f
+"""
+
+# Bump when the layout of the cache or of the initramfs changes.
+_FORMAT = "1"
+_RECIPE = hashlib.sha256(
+    "\0".join((_FORMAT, INIT_SCRIPT, POWER_BUTTON_SCRIPT, *ACPI_MODULES)).encode()
+).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class GuestAssets:
+    """Paths of a bootable kernel + initramfs and the line printed once booted."""
+
+    kernel: Path
+    initrd: Path
+    marker: str = MARKER
+    acpi_shutdown: bool = False
+    kernel_version: str = ""
+    modules_dir: Path | None = None
+
+
+def build_guest_assets(cache_dir: Path) -> GuestAssets:
+    """Return the cached guest assets, building them into ``cache_dir`` if needed."""
+    cache_dir = Path(cache_dir).resolve()
+    manifest = cache_dir / f"guest-{_RECIPE}.json"
+    assets = _load_manifest(manifest)
+    if assets is not None:
+        return assets
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(cache_dir / ".lock"):
+        assets = _load_manifest(manifest)  # another process may have built it
+        if assets is not None:
+            return assets
+        _remove_stale_builds(cache_dir)
+        kernel_dir = _ensure_kernel(cache_dir)
+        kver = kernel_dir.name.removeprefix("kernel-")
+        modules_dir = kernel_dir / "modules"
+        acpi_modules = [modules_dir / f"{m}.ko" for m in ACPI_MODULES]
+        acpi = all(p.is_file() for p in acpi_modules) or _acpi_builtin(kernel_dir)
+        initrd = cache_dir / f"initrd-{kver}-{_RECIPE}.img"
+        if not initrd.is_file():
+            modules = [p for p in acpi_modules if p.is_file()]
+            _atomic_write(initrd, build_initramfs(_find_busybox(), modules))
+        assets = GuestAssets(
+            kernel=kernel_dir / "vmlinuz",
+            initrd=initrd,
+            marker=MARKER,
+            acpi_shutdown=acpi,
+            kernel_version=kver,
+            modules_dir=modules_dir,
+        )
+        data = {
+            "kernel": assets.kernel.name,
+            "kernel_dir": kernel_dir.name,
+            "initrd": initrd.name,
+            "acpi_shutdown": acpi,
+            "kernel_version": kver,
+        }
+        _atomic_write(manifest, json.dumps(data, indent=2).encode())
+        return assets
+
+
+def _load_manifest(manifest: Path) -> GuestAssets | None:
+    """Read a finished build's manifest; None when absent or its files are gone."""
+    try:
+        data = json.loads(manifest.read_text())
+        kernel_dir = manifest.parent / data["kernel_dir"]
+        assets = GuestAssets(
+            kernel=kernel_dir / data["kernel"],
+            initrd=manifest.parent / data["initrd"],
+            marker=MARKER,
+            acpi_shutdown=bool(data["acpi_shutdown"]),
+            kernel_version=str(data["kernel_version"]),
+            modules_dir=kernel_dir / "modules",
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if assets.kernel.is_file() and assets.initrd.is_file():
+        return assets
+    return None
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_path`` (serialises parallel builders)."""
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remove_stale_builds(cache_dir: Path) -> None:
+    """Delete leftovers of builds that were killed (caller holds the lock)."""
+    for path in cache_dir.glob(".build-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in cache_dir.glob(".*.tmp-*"):
+        path.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsync'ed temp file and rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _run(args: list[str], cwd: Path | None = None) -> str:
+    """Run a command, returning stdout; raise with its stderr on failure."""
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+        )
+    return proc.stdout
+
+
+def resolve_kernel_package() -> str:
+    """Name of the versioned kernel package that ``linux-image-amd64`` depends on."""
+    out = _run(["apt-cache", "depends", "--no-recommends", "--no-suggests", METAPACKAGE])
+    names = re.findall(r"^\s*\|?Depends:\s*(linux-image-6\.1\.\S+-amd64)\s*$", out, re.M)
+    names = [n for n in names if not n.endswith("-unsigned")]
+    if not names:
+        raise RuntimeError(
+            f"cannot resolve the kernel package of {METAPACKAGE} "
+            f"(run apt-get update?); apt-cache said:\n{out}"
+        )
+    return names[0]
+
+
+def _ensure_kernel(cache_dir: Path) -> Path:
+    """Return ``cache_dir/kernel-<version>`` (vmlinuz, config, modules/), fetching it once."""
+    existing = sorted(p for p in cache_dir.glob("kernel-*") if (p / "vmlinuz").is_file())
+    if existing:
+        return existing[-1]
+    package = resolve_kernel_package()
+    kver = package.removeprefix("linux-image-")
+    build = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
+    try:
+        _run(["apt-get", "download", "-o", "APT::Sandbox::User=root", package], cwd=build)
+        debs = sorted(build.glob(f"{package}_*.deb"))
+        if not debs:
+            raise RuntimeError(f"apt-get download {package} produced no .deb in {build}")
+        root = build / "root"
+        _run(["dpkg-deb", "-x", str(debs[0]), str(root)])
+        out = build / "out"
+        (out / "modules").mkdir(parents=True)
+        vmlinuz = root / "boot" / f"vmlinuz-{kver}"
+        if not vmlinuz.is_file():
+            raise RuntimeError(f"{debs[0].name} has no boot/vmlinuz-{kver}")
+        shutil.copyfile(vmlinuz, out / "vmlinuz")
+        config = root / "boot" / f"config-{kver}"
+        if config.is_file():
+            shutil.copyfile(config, out / "config")
+        wanted = set(ACPI_MODULES) | set(VIRTIO_MODULES)
+        for ko in (root / "lib" / "modules" / kver / "kernel").rglob("*.ko"):
+            if ko.stem in wanted:
+                shutil.copyfile(ko, out / "modules" / ko.name)
+        final = cache_dir / f"kernel-{kver}"
+        os.rename(out, final)  # atomic: the directory appears complete or not at all
+        return final
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def _acpi_builtin(kernel_dir: Path) -> bool:
+    """True when evdev and the ACPI button driver are built into the kernel."""
+    try:
+        config = (kernel_dir / "config").read_text()
+    except OSError:
+        return False
+    return "CONFIG_ACPI_BUTTON=y" in config and "CONFIG_INPUT_EVDEV=y" in config
+
+
+def _find_busybox() -> Path:
+    """Locate a statically linked busybox (from the busybox-static package)."""
+    for candidate in BUSYBOX_CANDIDATES:
+        path = Path(candidate)
+        if path.is_file() and _is_static_elf(path.read_bytes()[:4096]):
+            return path
+    raise RuntimeError("no static busybox found: apt-get install busybox-static")
+
+
+def _is_static_elf(head: bytes) -> bool:
+    """True for a 64-bit little-endian ELF without a PT_INTERP program header."""
+    if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        return False
+    phoff = struct.unpack_from("<Q", head, 0x20)[0]
+    phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        if off + 4 > len(head):
+            return False
+        if struct.unpack_from("<I", head, off)[0] == 3:  # PT_INTERP
+            return False
+    return True
+
+
+class _NewcWriter:
+    """Minimal writer of the cpio "newc" format the kernel unpacks as initramfs."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.ino = 1
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+        encoded = name.encode() + b"\0"
+        fields = (
+            self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0
+        )
+        self.ino += 1
+        self.buf.write(b"070701" + "".join(f"{f:08x}" for f in fields).encode())
+        self.buf.write(encoded)
+        self.buf.write(b"\0" * (-(110 + len(encoded)) % 4))
+        self.buf.write(data)
+        self.buf.write(b"\0" * (-len(data) % 4))
+
+    def directory(self, name: str) -> None:
+        self._entry(name, 0o040755)
+
+    def file(self, name: str, data: bytes, perm: int = 0o644) -> None:
+        self._entry(name, 0o100000 | perm, data)
+
+    def symlink(self, name: str, target: str) -> None:
+        self._entry(name, 0o120777, target.encode())
+
+    def chardev(self, name: str, major: int, minor: int, perm: int = 0o600) -> None:
+        self._entry(name, 0o020000 | perm, rdev=(major, minor))
+
+    def finish(self) -> bytes:
+        self.ino = 0
+        self._entry("TRAILER!!!", 0)
+        return self.buf.getvalue()
+
+
+def build_initramfs(busybox: Path, modules: list[Path]) -> bytes:
+    """Return a gzip'ed newc cpio with busybox (+ applet links), /init and ``modules``."""
+    applets = _run([str(busybox), "--list-full"]).split()
+    cpio = _NewcWriter()
+    dirs = {
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp",
+        "run", "etc", "etc/acpi", "etc/acpi/PWRF", "lib", "lib/modules", "var",
+        "var/log", "root",
+    }
+    dirs.update(str(Path(a).parent) for a in applets)
+    for d in sorted(dirs):
+        cpio.directory(d)
+    cpio.chardev("dev/console", 5, 1)
+    cpio.chardev("dev/null", 1, 3, 0o666)
+    cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
+    for applet in sorted(set(applets)):
+        if applet != "bin/busybox":
+            cpio.symlink(applet, "/bin/busybox")
+    cpio.file("init", INIT_SCRIPT.encode(), 0o755)
+    cpio.file("etc/acpi/PWRF/00000080", POWER_BUTTON_SCRIPT.encode(), 0o755)
+    cpio.file("etc/hostname", b"hvp-guest\n")
+    for ko in modules:
+        cpio.file(f"lib/modules/{ko.name}", ko.read_bytes())
+    return gzip.compress(cpio.finish(), compresslevel=9, mtime=0)
