@@ -85,7 +85,7 @@ class VMService:
         self._expect_define: set[str] = set()
         self._expect_undefine: set[str] = set()
         self._uuid_to_vm: dict[str, str] = {}
-        self._index_lock = threading.Lock()
+        self._index_lock = threading.RLock()
 
     # -- views ---------------------------------------------------------------------------
     def _index(self) -> dict[str, str]:

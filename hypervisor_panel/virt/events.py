@@ -19,6 +19,8 @@ def ensure_event_loop() -> None:
     with _guard:
         if _started:
             return
+        # libvirt prints every error to stderr by default; the panel reports them itself.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         libvirt.virEventRegisterDefaultImpl()
 
         def run() -> None:

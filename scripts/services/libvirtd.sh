@@ -28,9 +28,11 @@ STOP_TIMEOUT="${LIBVIRTD_STOP_TIMEOUT:-15}"
 
 log() { printf 'libvirtd.sh: %s\n' "$*" >&2; }
 
-# virsh_answers: true when qemu:///system accepts a connection.
+# virsh_answers: true when qemu:///system accepts a connection. (`virsh uri`
+# rather than `virsh version`: the latter loads the QEMU capabilities, which
+# costs ~4 s per call on a daemon hit by the KVM quirk below.)
 virsh_answers() {
-    timeout 5 virsh -q -c "$URI" version >/dev/null 2>&1
+    timeout 10 virsh -q -c "$URI" uri >/dev/null 2>&1
 }
 
 # pids_of NAME: print the PIDs of the running daemon NAME (pid file first,

@@ -9,7 +9,9 @@ domain has ``<features><acpi/></features>``, an ACPI power-button press
 
 Requirements (Debian 12): apt lists present, packages ``busybox-static`` and ``cpio``.
 The kernel is fetched with ``apt-get download`` (never installed) and unpacked with
-``dpkg-deb -x``.  Everything is cached in ``cache_dir``; a second call only reads a
+``dpkg-deb -x``.  ``GuestAssets.kernel`` is the uncompressed ELF ``vmlinux`` taken out
+of the bzImage (QEMU boots it through its PVH entry point, saving the ~4 s that the
+xz decompression costs under TCG); the original bzImage stays beside it as ``vmlinuz``.  Everything is cached in ``cache_dir``; a second call only reads a
 small manifest.  Writes are atomic and serialised with a file lock, so a killed build
 or parallel test workers never leave a broken cache.
 """
@@ -21,12 +23,14 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import re
 import shutil
 import struct
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,7 +99,12 @@ _RECIPE = hashlib.sha256(
 
 @dataclass(frozen=True)
 class GuestAssets:
-    """Paths of a bootable kernel + initramfs and the line printed once booted."""
+    """Paths of a bootable kernel + initramfs and the line printed once booted.
+
+    ``acpi_shutdown``: the guest powers off on an ACPI power-button press.
+    ``modules_dir``: evdev/button and virtio ``*.ko`` of that kernel (virtio ones
+    are not loaded by /init; see ``VIRTIO_MODULES`` for their insmod order).
+    """
 
     kernel: Path
     initrd: Path
@@ -128,7 +137,7 @@ def build_guest_assets(cache_dir: Path) -> GuestAssets:
             modules = [p for p in acpi_modules if p.is_file()]
             _atomic_write(initrd, build_initramfs(_find_busybox(), modules))
         assets = GuestAssets(
-            kernel=kernel_dir / "vmlinuz",
+            kernel=_boot_kernel(kernel_dir),
             initrd=initrd,
             marker=MARKER,
             acpi_shutdown=acpi,
@@ -144,6 +153,12 @@ def build_guest_assets(cache_dir: Path) -> GuestAssets:
         }
         _atomic_write(manifest, json.dumps(data, indent=2).encode())
         return assets
+
+
+def _boot_kernel(kernel_dir: Path) -> Path:
+    """The uncompressed PVH ``vmlinux`` when there is one (boots ~4 s faster), else vmlinuz."""
+    vmlinux = kernel_dir / "vmlinux"
+    return vmlinux if vmlinux.is_file() else kernel_dir / "vmlinuz"
 
 
 def _load_manifest(manifest: Path) -> GuestAssets | None:
@@ -199,9 +214,7 @@ def _run(args: list[str], cwd: Path | None = None) -> str:
     """Run a command, returning stdout; raise with its stderr on failure."""
     proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
-        )
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
 
 
@@ -239,6 +252,9 @@ def _ensure_kernel(cache_dir: Path) -> Path:
         if not vmlinuz.is_file():
             raise RuntimeError(f"{debs[0].name} has no boot/vmlinuz-{kver}")
         shutil.copyfile(vmlinuz, out / "vmlinuz")
+        vmlinux = extract_pvh_vmlinux(vmlinuz.read_bytes())
+        if vmlinux is not None:
+            (out / "vmlinux").write_bytes(vmlinux)
         config = root / "boot" / f"config-{kver}"
         if config.is_file():
             shutil.copyfile(config, out / "config")
@@ -251,6 +267,54 @@ def _ensure_kernel(cache_dir: Path) -> Path:
         return final
     finally:
         shutil.rmtree(build, ignore_errors=True)
+
+
+def extract_pvh_vmlinux(bzimage: bytes) -> bytes | None:
+    """Return the uncompressed ELF kernel inside ``bzimage`` if it can boot via PVH.
+
+    QEMU boots such an ELF directly (``-kernel vmlinux``), skipping the in-guest
+    decompression, which takes ~4 s under TCG for Debian's xz-compressed kernel.
+    None when the payload is not xz/gzip or the ELF lacks the PVH entry note.
+    """
+    payload: bytes | None = None
+    pos = bzimage.find(b"\xfd7zXZ\x00")
+    if pos >= 0:
+        try:
+            payload = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(bzimage[pos:])
+        except lzma.LZMAError:
+            payload = None
+    if payload is None:
+        pos = bzimage.find(b"\x1f\x8b\x08")
+        if pos >= 0:
+            try:
+                payload = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(bzimage[pos:])
+            except zlib.error:
+                payload = None
+    if not payload or payload[:4] != b"\x7fELF" or not _has_pvh_note(payload):
+        return None
+    return payload
+
+
+def _has_pvh_note(elf: bytes) -> bool:
+    """True when a 64-bit ELF has a Xen ELF note XEN_ELFNOTE_PHYS32_ENTRY (18)."""
+    if elf[4] != 2 or elf[5] != 1:
+        return False
+    phoff = struct.unpack_from("<Q", elf, 0x20)[0]
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        base = phoff + i * phentsize
+        p_type, _flags, p_offset = struct.unpack_from("<IIQ", elf, base)
+        p_filesz = struct.unpack_from("<Q", elf, base + 0x20)[0]
+        if p_type != 4:  # PT_NOTE
+            continue
+        off, end = p_offset, p_offset + p_filesz
+        while off + 12 <= end:
+            namesz, descsz, ntype = struct.unpack_from("<III", elf, off)
+            name = elf[off + 12 : off + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and ntype == 18:
+                return True
+            off += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
 
 
 def _acpi_builtin(kernel_dir: Path) -> bool:
@@ -293,11 +357,11 @@ class _NewcWriter:
         self.buf = io.BytesIO()
         self.ino = 1
 
-    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+    def _entry(
+        self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)
+    ) -> None:
         encoded = name.encode() + b"\0"
-        fields = (
-            self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0
-        )
+        fields = (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
         self.ino += 1
         self.buf.write(b"070701" + "".join(f"{f:08x}" for f in fields).encode())
         self.buf.write(encoded)
@@ -328,9 +392,24 @@ def build_initramfs(busybox: Path, modules: list[Path]) -> bytes:
     applets = _run([str(busybox), "--list-full"]).split()
     cpio = _NewcWriter()
     dirs = {
-        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp",
-        "run", "etc", "etc/acpi", "etc/acpi/PWRF", "lib", "lib/modules", "var",
-        "var/log", "root",
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "etc",
+        "etc/acpi",
+        "etc/acpi/PWRF",
+        "lib",
+        "lib/modules",
+        "var",
+        "var/log",
+        "root",
     }
     dirs.update(str(Path(a).parent) for a in applets)
     for d in sorted(dirs):

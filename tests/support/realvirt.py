@@ -45,7 +45,5 @@ def wait_for_serial(path: Path, text: str, timeout: float, interval: float = 0.1
             return content
         if time.monotonic() >= deadline:
             tail = content[-2000:]
-            raise TimeoutError(
-                f"{text!r} not in {path} after {timeout:.1f}s; last output:\n{tail}"
-            )
+            raise TimeoutError(f"{text!r} not in {path} after {timeout:.1f}s; last output:\n{tail}")
         time.sleep(interval)

@@ -6,15 +6,21 @@ Run: ``.venv/bin/python tests/support/try_guest.py`` (as root, libvirt installed
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from xml.sax.saxutils import escape
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script, this folder would come first on sys.path and its modules (e.g.
+# http.py) would shadow the standard library: import through the repository root.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parents[1]))
+
+import time  # noqa: E402
+from xml.sax.saxutils import escape  # noqa: E402
 
 import libvirt  # noqa: E402
-from guest import POWEROFF_MARKER, UPTIME_PREFIX, build_guest_assets  # noqa: E402
-from realvirt import REPO_ROOT, ensure_libvirtd, wait_for_serial  # noqa: E402
+
+from tests.support.guest import POWEROFF_MARKER, UPTIME_PREFIX, build_guest_assets  # noqa: E402
+from tests.support.realvirt import REPO_ROOT, ensure_libvirtd, wait_for_serial  # noqa: E402
 
 NAME = "hvp-try-guest"
 CACHE_DIR = REPO_ROOT / ".cache" / "guest"
@@ -51,11 +57,14 @@ def is_running(conn: libvirt.virConnect, name: str) -> bool:
 
 def main() -> int:
     """Build assets, boot the guest, check marker + uptime + ACPI shutdown."""
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # no stderr noise
     t0 = time.monotonic()
     assets = build_guest_assets(CACHE_DIR)
-    print(f"assets: {time.monotonic() - t0:.2f}s kernel={assets.kernel} "
-          f"initrd={assets.initrd} ({assets.initrd.stat().st_size // 1024} KiB) "
-          f"acpi_shutdown={assets.acpi_shutdown}")
+    print(
+        f"assets: {time.monotonic() - t0:.2f}s kernel={assets.kernel} "
+        f"initrd={assets.initrd} ({assets.initrd.stat().st_size // 1024} KiB) "
+        f"acpi_shutdown={assets.acpi_shutdown}"
+    )
 
     t0 = time.monotonic()
     uri = ensure_libvirtd()

@@ -1,0 +1,50 @@
+"""Shared fixtures: a panel on the project's own test-driver node, served over real HTTP."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hypervisor_panel.panel import Panel
+from hypervisor_panel.web.app import create_app
+from hypervisor_panel.web.server import serve_in_thread
+from tests.support.http import Client
+
+DATA = Path(__file__).parent / "data"
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def test_node_uri(tmp_path: Path) -> str:
+    """A private copy of the test-driver node XML (test:///default shares state)."""
+    copy = tmp_path / "test-node.xml"
+    shutil.copyfile(DATA / "test-node.xml", copy)
+    return f"test://{copy}"
+
+
+@pytest.fixture
+def panel(tmp_path: Path) -> Iterator[Panel]:
+    p = Panel(tmp_path / "data", local_uri=test_node_uri(tmp_path),
+              default_storage_path=str(tmp_path / "images"))
+    p.start(admin_password=ADMIN_PASSWORD)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def server(panel: Panel) -> Iterator[str]:
+    srv, port = serve_in_thread(create_app(panel))
+    yield f"http://127.0.0.1:{port}"
+    srv.stop()
+
+
+@pytest.fixture
+def anon(server: str) -> Client:
+    return Client(server)
+
+
+@pytest.fixture
+def admin(anon: Client) -> Client:
+    return anon.login("admin", ADMIN_PASSWORD)
