@@ -48,7 +48,7 @@ class Panel:
         plugins: list[str] | None = None,
         local_uri: str | None = None,
         workers: int = 4,
-        default_storage_path: str = DEFAULT_STORAGE_PATH,
+        default_storage_path: str | None = DEFAULT_STORAGE_PATH,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,8 @@ class Panel:
         self.nodes.ensure_local_node()
         self.nodes.start()
         self.vm_templates.ensure_defaults()
-        if not self.store.count("storages") and "dir" in self.storage_backends:
+        if (self.default_storage_path and not self.store.count("storages")
+                and "dir" in self.storage_backends):
             try:
                 self.storages.create({"name": "default", "backend": "dir",
                                       "options": {"path": self.default_storage_path}})

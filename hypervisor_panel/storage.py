@@ -77,12 +77,21 @@ class StorageBackend:
     def prepare(self, conn: libvirt.virConnect) -> None:
         """Side effects needed before the pool is defined (secrets, checks). Default: none."""
 
-    def ensure_pool(self, conn: libvirt.virConnect) -> libvirt.virStoragePool:
-        """Define, build and start the pool on ``conn``; undo what it did if a step fails."""
+    def ensure_pool(
+        self, conn: libvirt.virConnect, *, adopt: bool = True
+    ) -> libvirt.virStoragePool:
+        """Define, build and start the pool on ``conn``; undo what it did if a step fails.
+
+        ``adopt=False`` (a new storage) refuses a pool of the same name that is already
+        there, rather than silently taking over something the panel did not make.
+        """
         try:
             pool = conn.storagePoolLookupByName(self.pool_name)
         except libvirt.libvirtError:
             pool = None
+        if pool is not None and not adopt:
+            raise Conflict(f"a libvirt pool named {self.pool_name!r} already exists on the "
+                           "node; choose another storage name", code="pool_exists")
         if pool is not None:
             if not pool.isActive():
                 _call(pool.create, 0, what=f"start pool {self.pool_name}")

@@ -76,7 +76,7 @@ class StorageService:
             done: list[str] = []
             try:
                 for node_id in self.panel.nodes.online_ids():
-                    backend.ensure_pool(self.panel.nodes.connection(node_id).get())
+                    backend.ensure_pool(self.panel.nodes.connection(node_id).get(), adopt=False)
                     done.append(node_id)
                     record["nodes"][node_id] = {"state": "active", "error": None}
             except PanelError:

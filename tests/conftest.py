@@ -11,7 +11,7 @@ import pytest
 from hypervisor_panel.panel import Panel
 from hypervisor_panel.web.app import create_app
 from hypervisor_panel.web.server import serve_in_thread
-from tests.support.http import Client
+from tests.support.client import Client
 
 DATA = Path(__file__).parent / "data"
 ADMIN_PASSWORD = "admin-password-for-tests"

@@ -1,4 +1,4 @@
-from tests.support.http import Client
+from tests.support.client import Client
 
 
 def test_health_is_public(anon: Client):

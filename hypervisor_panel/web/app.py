@@ -14,7 +14,8 @@ bottle.BaseRequest.MEMFILE_MAX = 1024 * 1024
 
 def create_app(panel) -> bottle.Bottle:
     """Build the WSGI app. Call after ``panel.start()`` so plugin routes are registered."""
-    app = bottle.Bottle(catchall=True, autojson=False)
+    app = bottle.Bottle(catchall=True)
+    app.config["json.enable"] = False
     register_core_routes(panel)
     panel.api.install(app, panel)
     register_ui(app, panel)
