@@ -1,0 +1,39 @@
+% rebase('base.tpl', title=title, user=user, csrf=csrf, page=page)
+<p class="crumbs"><a href="/vms">← Virtual machines</a></p>
+<div id="vm" data-vm-id="{{args.get('vm_id', '')}}">
+  <div class="page-head">
+    <h1 data-testid="vm-title">Virtual machine</h1>
+    <span data-testid="vm-state-holder"></span>
+    <div class="actions" data-testid="vm-actions"></div>
+  </div>
+  <p class="warning" data-testid="vm-problem" hidden></p>
+  <div class="grid grid-2">
+    <section class="card">
+      <h2>Overview</h2>
+      <dl class="facts" data-testid="vm-facts"><dt>Loading…</dt><dd></dd></dl>
+    </section>
+    <section class="card">
+      <h2>Live statistics</h2>
+      <dl class="facts" data-testid="vm-stats"></dl>
+    </section>
+  </div>
+  <section class="card">
+    <h2>Disks</h2>
+    <table class="table" data-testid="vm-disks">
+      <thead><tr><th>Target</th><th>Volume</th><th>Storage</th><th class="num">Size</th></tr></thead>
+      <tbody></tbody>
+    </table>
+  </section>
+  <section class="card" data-testid="last-task">
+    <h2>Last task</h2>
+    <div class="task-panel"><p class="muted">No task has run on this VM yet.</p></div>
+  </section>
+  <section class="card">
+    <div class="card-head">
+      <h2>Serial console</h2>
+      <button type="button" class="btn-small" data-testid="console-refresh">Refresh</button>
+    </div>
+    <p class="muted" data-testid="console-note" hidden></p>
+    <pre class="console" data-testid="console" hidden></pre>
+  </section>
+</div>

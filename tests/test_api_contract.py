@@ -1,0 +1,188 @@
+"""The API contract on the test-driver node: auth, roles, CSRF, errors, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from hypervisor_panel.panel import Panel
+from tests.support.client import Client
+
+
+def small_template(admin: Client) -> dict:
+    return next(t for t in admin.get("/api/v1/vm-templates").body["items"]
+                if t["name"] == "small")
+
+
+def snapshot(admin: Client) -> dict:
+    """Everything bad input must leave unchanged."""
+    return {name: admin.get(f"/api/v1/{name}").body["items"]
+            for name in ("vms", "vm-templates", "storages", "nodes", "users")}
+
+
+def assert_error(resp, status: int, code: str | None = None) -> None:
+    assert resp.status == status, resp
+    assert set(resp.body) == {"error"}, resp
+    assert isinstance(resp.body["error"]["message"], str) and resp.body["error"]["message"]
+    if code:
+        assert resp.body["error"]["code"] == code, resp
+
+
+def test_every_route_but_health_and_login_needs_authentication(anon: Client, admin: Client):
+    spec = admin.get("/api/v1/openapi.json").body
+    public = {(p, m) for p, ops in spec["paths"].items() for m, op in ops.items()
+              if op.get("security") == []}
+    assert public == {("/api/v1/health", "get"), ("/api/v1/auth/login", "post")}
+    for path, ops in spec["paths"].items():
+        for method in ops:
+            if (path, method) in public:
+                continue
+            concrete = path.replace("{", "").replace("}", "")
+            resp = anon.request(method.upper(), concrete, {} if method != "get" else None)
+            assert_error(resp, 401)
+
+
+def test_login_errors_and_bearer_tokens(anon: Client, admin: Client):
+    assert_error(anon.post("/api/v1/auth/login", {"username": "admin", "password": "nope"}),
+                 401, "invalid_credentials")
+    assert_error(anon.post("/api/v1/auth/login", {"username": "admin"}), 422)
+    bogus = Client(anon.base, token="not-a-token")
+    assert_error(bogus.get("/api/v1/vms"), 401, "invalid_token")
+    created = admin.post("/api/v1/tokens", {"name": "ci"})
+    assert created.status == 201 and "hash" not in created.body
+    api = Client(anon.base, token=created.body["token"])
+    assert api.get("/api/v1/auth/me").body["name"] == "admin"
+    listed = admin.get("/api/v1/tokens").body["items"]
+    assert all("token" not in t and "hash" not in t for t in listed)
+    assert admin.delete(f"/api/v1/tokens/{created.body['id']}").status == 204
+    assert_error(api.get("/api/v1/auth/me"), 401)
+
+
+def test_users_see_only_their_vms_and_admin_routes_are_forbidden(admin: Client, anon: Client):
+    resp = admin.post("/api/v1/users", {"name": "alice", "password": "alice-password",
+                                        "role": "user", "quota": {"vms": 1}})
+    assert resp.status == 201 and "password_hash" not in resp.body
+    alice = anon.login("alice", "alice-password")
+    template = small_template(admin)
+    admin_vm = admin.run("POST", "/api/v1/vms", {"name": "adminvm",
+                                                 "vm_template": template["id"]})
+    alice_vm = alice.run("POST", "/api/v1/vms", {"name": "alicevm",
+                                                 "vm_template": template["id"]})
+    assert [v["name"] for v in alice.get("/api/v1/vms").body["items"]] == ["alicevm"]
+    assert_error(alice.get(f"/api/v1/vms/{admin_vm['result']['vm']}"), 404)
+    assert_error(alice.post(f"/api/v1/vms/{admin_vm['result']['vm']}/actions/start"), 404)
+    assert alice.get(f"/api/v1/vms/{alice_vm['result']['vm']}").status == 200
+    assert_error(alice.post("/api/v1/vms", {"name": "second", "vm_template": template["id"]}),
+                 403, "quota_exceeded")
+    assert_error(alice.post("/api/v1/vm-templates", {"name": "x", "memory_mib": 64,
+                                                     "vcpus": 1, "disk_gib": 1}),
+                 403, "admin_only")
+    assert_error(alice.get("/api/v1/users"), 403, "admin_only")
+    assert_error(alice.post("/api/v1/storages", {"name": "s", "backend": "dir",
+                                                 "options": {"path": "/tmp/x"}}), 403)
+    assert_error(alice.post("/api/v1/vms", {"name": "k", "vm_template": template["id"],
+                                            "boot": {"kernel": "/etc/shadow"}}), 403)
+
+
+def test_errors_are_json_for_unknown_routes_methods_and_bodies(admin: Client):
+    assert_error(admin.get("/api/v1/nope"), 404, "no_such_endpoint")
+    assert_error(admin.request("PUT", "/api/v1/vms"), 405, "method_not_allowed")
+    assert_error(admin.post("/api/v1/vm-templates", raw=b"{not json",
+                            headers={"Content-Type": "application/json"}), 400, "invalid_json")
+    assert_error(admin.post("/api/v1/vm-templates", raw=b"[1, 2]",
+                            headers={"Content-Type": "application/json"}), 400, "invalid_json")
+    assert_error(admin.post("/api/v1/vm-templates", raw=b"name=x",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"}),
+                 400, "unsupported_media_type")
+    assert_error(admin.get("/api/v1/vms/doesnotexist"), 404, "vm_not_found")
+    assert_error(admin.get("/api/v1/tasks/doesnotexist"), 404, "task_not_found")
+
+
+BAD_TEMPLATES = [
+    ({"name": "t", "memory_mib": 0, "vcpus": 1, "disk_gib": 1}, 422),
+    ({"name": "t", "memory_mib": "512", "vcpus": 1, "disk_gib": 1}, 422),
+    ({"name": "t", "memory_mib": 512, "vcpus": 1, "disk_gib": 1, "color": "red"}, 422),
+    ({"name": "<x/>", "memory_mib": 512, "vcpus": 1, "disk_gib": 1}, 422),
+    ({"name": "a;rm -rf /", "memory_mib": 512, "vcpus": 1, "disk_gib": 1}, 422),
+    ({"name": "t", "memory_mib": 512, "vcpus": 0, "disk_gib": 1}, 422),
+    ({"name": "t", "memory_mib": 512, "vcpus": 1, "disk_gib": 10**9}, 422),
+    ({"name": "small", "memory_mib": 512, "vcpus": 1, "disk_gib": 1}, 409),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), BAD_TEMPLATES)
+def test_bad_vm_templates_are_refused_and_change_nothing(admin: Client, body: dict,
+                                                         status: int):
+    before = snapshot(admin)
+    assert_error(admin.post("/api/v1/vm-templates", body), status)
+    assert snapshot(admin) == before
+
+
+def test_bad_vms_are_refused_and_change_nothing(admin: Client, panel: Panel):
+    template = small_template(admin)
+    huge = admin.post("/api/v1/vm-templates", {"name": "huge", "memory_mib": 1024 * 1024,
+                                               "vcpus": 1, "disk_gib": 1}).body
+    node = admin.get("/api/v1/nodes").body["items"][0]
+    storage = admin.get("/api/v1/storages").body["items"][0]
+    ok = {"name": "vm1", "vm_template": template["id"]}
+    cases = [
+        ({**ok, "unknown": 1}, 422, "validation_error"),
+        ({**ok, "name": 5}, 422, "validation_error"),
+        ({**ok, "name": "x'/><evil/>"}, 422, "validation_error"),
+        ({**ok, "name": "$(reboot)"}, 422, "validation_error"),
+        ({**ok, "name": "a" * 100}, 422, "validation_error"),
+        ({"name": "vm1"}, 422, "validation_error"),
+        ({**ok, "vm_template": "missing"}, 422, "vm_template_not_found"),
+        ({**ok, "node": "missing"}, 422, "node_not_found"),
+        ({**ok, "storage": "missing"}, 422, "storage_not_found"),
+        ({**ok, "vm_template": huge["id"], "node": node["id"]}, 422, "not_enough_memory"),
+        ({**ok, "boot": {"kernel": "relative/path"}}, 422, "validation_error"),
+        ({**ok, "boot": {"kernel": "/k", "cmdline": "a'<b>"}}, 422, "validation_error"),
+        ({**ok, "storage": storage["id"], "start": "yes"}, 422, "validation_error"),
+    ]
+    before = snapshot(admin)
+    tasks_before = admin.get("/api/v1/tasks").body["items"]
+    domains_before = panel.nodes.connection(node["id"]).get().listDefinedDomains()
+    for body, status, code in cases:
+        assert_error(admin.post("/api/v1/vms", body), status, code)
+    assert snapshot(admin) == before
+    assert admin.get("/api/v1/tasks").body["items"] == tasks_before
+    assert panel.nodes.connection(node["id"]).get().listDefinedDomains() == domains_before
+
+
+def test_duplicate_vm_name_and_conflicting_operations(admin: Client):
+    template = small_template(admin)
+    task = admin.run("POST", "/api/v1/vms", {"name": "dup", "vm_template": template["id"]})
+    vm_id = task["result"]["vm"]
+    assert_error(admin.post("/api/v1/vms", {"name": "dup", "vm_template": template["id"]}),
+                 409, "already_exists")
+    assert_error(admin.post(f"/api/v1/vms/{vm_id}/actions/stop"), 409, "invalid_state")
+    assert_error(admin.post(f"/api/v1/vms/{vm_id}/actions/fly"), 404, "unknown_action")
+    assert_error(admin.post(f"/api/v1/vms/{vm_id}/actions/stop", {"timeout": -1}), 422)
+    assert_error(admin.delete(f"/api/v1/vms/{vm_id}?keep_disks=maybe"), 400, "bad_query")
+    assert_error(admin.delete(f"/api/v1/vm-templates/{template['id']}"), 409, "template_in_use")
+    storage = admin.get("/api/v1/storages").body["items"][0]
+    assert_error(admin.delete(f"/api/v1/storages/{storage['id']}"), 409, "storage_in_use")
+
+
+def test_storage_bad_input(admin: Client):
+    before = snapshot(admin)
+    for body, status in [
+        ({"name": "s", "backend": "nope"}, 422),
+        ({"name": "s", "backend": "dir", "options": {"path": "relative"}}, 422),
+        ({"name": "s", "backend": "dir", "options": {"path": "/a/../etc"}}, 422),
+        ({"name": "s", "backend": "dir", "options": {"path": "/x", "extra": 1}}, 422),
+        ({"name": "default", "backend": "dir", "options": {"path": "/x"}}, 409),
+        ({"name": "s;ls", "backend": "dir", "options": {"path": "/x"}}, 422),
+    ]:
+        assert_error(admin.post("/api/v1/storages", body), status)
+    assert snapshot(admin) == before
+
+
+def test_openapi_describes_the_contract(admin: Client):
+    spec = admin.get("/api/v1/openapi.json").body
+    assert spec["openapi"].startswith("3.")
+    for path in ("/api/v1/vms", "/api/v1/vms/{vm_id}/actions/{action}", "/api/v1/tasks/{task_id}",
+                 "/api/v1/nodes", "/api/v1/storages", "/api/v1/vm-templates", "/api/v1/plugins"):
+        assert path in spec["paths"], path
+    create = spec["paths"]["/api/v1/vm-templates"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["required"]

@@ -1,0 +1,89 @@
+"""Pure XML builders against expected files, validated by libvirt's schema and test driver."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from hypervisor_panel.virt.capabilities import HostCaps, choose_domain_type, parse_capabilities
+from hypervisor_panel.virt.domain_xml import Disk, DomainBuilder, vm_id_from_xml
+from hypervisor_panel_plugins.storage_dir.backend import DirStorage
+
+EXPECTED = Path(__file__).parent / "data" / "expected"
+UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+
+
+def builder(**overrides) -> DomainBuilder:
+    values = dict(name="web1", uuid=UUID, vm_id="abc123", title="web1", domain_type="kvm",
+                  memory_mib=512, vcpus=2, cpu_shares=2048,
+                  disks=[Disk("file", {"file": "/var/lib/libvirt/images/web1-disk0.qcow2"})])
+    values.update(overrides)
+    return DomainBuilder(**values)
+
+
+def validate_with_libvirt_schema(xml: str, kind: str, tmp_path: Path) -> None:
+    if not shutil.which("virt-xml-validate"):
+        pytest.skip("virt-xml-validate (libvirt-clients) is not installed")
+    path = tmp_path / f"{kind}.xml"
+    path.write_text(xml)
+    proc = subprocess.run(["virt-xml-validate", str(path), kind], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
+def test_domain_xml_matches_the_expected_file(tmp_path: Path):
+    xml = builder().to_xml()
+    assert xml == (EXPECTED / "domain-kvm.xml").read_text().strip()
+    validate_with_libvirt_schema(xml, "domain", tmp_path)
+    assert vm_id_from_xml(xml) == "abc123"
+
+
+def test_direct_kernel_boot_and_tcg(tmp_path: Path):
+    xml = builder(domain_type="qemu", kernel="/boot/vmlinuz", initrd="/boot/initrd.img",
+                  cmdline="console=ttyS0", vnc=True).to_xml()
+    assert xml == (EXPECTED / "domain-tcg-kernel.xml").read_text().strip()
+    validate_with_libvirt_schema(xml, "domain", tmp_path)
+
+
+def test_hostile_values_are_escaped_not_interpreted():
+    xml = builder(title="</title><devices/>", kernel="/k", cmdline="a & b").to_xml()
+    assert "<title>&lt;/title&gt;&lt;devices/&gt;</title>" in xml
+    assert "<cmdline>a &amp; b</cmdline>" in xml
+    assert xml.count("<devices>") == 1
+
+
+def test_test_driver_accepts_the_domain(tmp_path: Path):
+    node = tmp_path / "node.xml"
+    shutil.copyfile(Path(__file__).parent / "data" / "test-node.xml", node)
+    conn = libvirt.open(f"test://{node}")
+    dom = conn.defineXML(builder(domain_type="test", serial_log=False).to_xml())
+    assert dom.UUIDString() == UUID and dom.info()[3] == 2
+    conn.close()
+
+
+def test_dir_pool_xml(tmp_path: Path):
+    xml = DirStorage({"name": "local", "options": {"path": "/srv/vm"}}).pool_xml()
+    assert xml == ("<pool type=\"dir\"><name>hvp-local</name>"
+                   "<target><path>/srv/vm</path></target></pool>")
+    validate_with_libvirt_schema(xml, "storagepool", tmp_path)
+    vol = DirStorage({"name": "local", "options": {"path": "/srv/vm"}}).volume_xml("d.qcow2", 5)
+    validate_with_libvirt_schema(vol, "storagevol", tmp_path)
+
+
+CAPS = """<capabilities><host><cpu><arch>x86_64</arch><model>Skylake</model></cpu></host>
+<guest><os_type>hvm</os_type><arch name='x86_64'><domain type='qemu'/><domain type='kvm'/>
+</arch></guest><guest><os_type>hvm</os_type><arch name='i686'><domain type='qemu'/></arch>
+</guest></capabilities>"""
+
+
+def test_domain_type_comes_from_capabilities_and_the_kvm_probe():
+    caps = parse_capabilities(CAPS)
+    assert caps == HostCaps("x86_64", ("qemu", "kvm"), "Skylake")
+    assert choose_domain_type(caps, kvm_usable=True) == "kvm"
+    assert choose_domain_type(caps, kvm_usable=None) == "kvm"
+    assert choose_domain_type(caps, kvm_usable=False) == "qemu"
+    assert choose_domain_type(HostCaps("x86_64", ("test",), None)) == "test"
