@@ -17,7 +17,7 @@ DATA = Path(__file__).parent / "data"
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
-def test_node_uri(tmp_path: Path) -> str:
+def node_uri_for(tmp_path: Path) -> str:
     """A private copy of the test-driver node XML (test:///default shares state)."""
     copy = tmp_path / "test-node.xml"
     shutil.copyfile(DATA / "test-node.xml", copy)
@@ -26,7 +26,7 @@ def test_node_uri(tmp_path: Path) -> str:
 
 @pytest.fixture
 def panel(tmp_path: Path) -> Iterator[Panel]:
-    p = Panel(tmp_path / "data", local_uri=test_node_uri(tmp_path),
+    p = Panel(tmp_path / "data", local_uri=node_uri_for(tmp_path),
               default_storage_path=str(tmp_path / "images"))
     p.start(admin_password=ADMIN_PASSWORD)
     yield p

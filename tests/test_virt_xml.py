@@ -8,10 +8,10 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from hypervisor_panel_plugins.storage_dir.backend import DirStorage
 
 from hypervisor_panel.virt.capabilities import HostCaps, choose_domain_type, parse_capabilities
 from hypervisor_panel.virt.domain_xml import Disk, DomainBuilder, vm_id_from_xml
-from hypervisor_panel_plugins.storage_dir.backend import DirStorage
 
 EXPECTED = Path(__file__).parent / "data" / "expected"
 UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
