@@ -126,9 +126,17 @@ class NodeManager:
         )
         self._conns[node["id"]] = conn
         if conn.open():
-            self._refresh_info(node["id"])
-            self._maybe_probe(node)
+            self._connected(node["id"])
         return conn
+
+    def _connected(self, node_id: str) -> None:
+        """Bring a (re)connected node in line with the cluster: facts, pools, demo domains."""
+        self._refresh_info(node_id)
+        self.panel.storages.ensure_on_node(node_id)
+        if self._conns[node_id].uri.startswith("test:"):
+            # The test driver keeps its state in the connection: replay the panel's VMs.
+            self.panel.vms.replay_on_node(node_id)
+        self._maybe_probe(self.require(node_id))
 
     def _status_changed(self, node_id: str, status: str, error: str | None) -> None:
         self.panel.emit("node.status", node_id, status=status, error=error)
@@ -142,7 +150,7 @@ class NodeManager:
                     if conn.status != "online" or not conn.alive():
                         conn.close()
                         if conn.open():
-                            self._refresh_info(node_id)
+                            self._connected(node_id)
                     elif do_stats:
                         conn.refresh()
                         self._refresh_info(node_id)

@@ -85,6 +85,19 @@ class StorageService:
                 raise
             return self.store.insert(TABLE, record)
 
+    def ensure_on_node(self, node_id: str) -> None:
+        """Define and start every storage's pool on a node; record failures per node."""
+        conn = self.panel.nodes.connection(node_id).get()
+        for storage in self.store.all(TABLE):
+            try:
+                self.backend(storage).ensure_pool(conn)
+                state = {"state": "active", "error": None}
+            except PanelError as exc:
+                state = {"state": "error", "error": exc.message}
+            if storage.get("nodes", {}).get(node_id) != state:
+                nodes = {**storage.get("nodes", {}), node_id: state}
+                self.store.update(TABLE, storage["id"], {"nodes": nodes})
+
     def delete(self, storage_id: str) -> None:
         storage = self.require(storage_id)
         users = self.store.find("vms", storage=storage_id)

@@ -329,6 +329,36 @@ class VMService:
         finally:
             self._expect_define.discard(vm["uuid"])
 
+    def replay_on_node(self, node_id: str) -> int:
+        """Re-create the disks and domains of this node's VMs that the node lacks.
+
+        Used for the demo node: libvirt's test driver forgets everything when its
+        connection closes, while the panel's records survive.
+        """
+        nc = self.panel.nodes.connection(node_id)
+        conn = nc.get()
+        replayed = 0
+        for vm in self.store.find(TABLE, node=node_id, status="ok"):
+            if vm["uuid"] in nc.domains:
+                continue
+            builder = self.builder(vm)
+            for disk in vm.get("disks", []):
+                storage = self.store.get("storages", disk["storage"])
+                if storage is None:
+                    continue
+                backend = self.panel.storages.backend(storage)
+                try:
+                    volume = backend.lookup_volume(conn, disk["volume"])
+                except PanelError:
+                    volume = backend.create_volume(conn, disk["volume"],
+                                                   disk["size_gib"] * GIB)
+                builder.disks.append(backend.disk(volume, target=disk["target"]))
+            self.panel.pm.hook.prepare_domain(panel=self.panel, vm=vm, domain=builder)
+            conn.defineXML(builder.to_xml())
+            nc.set_state(vm["uuid"], vm["domain_name"], "stopped")
+            replayed += 1
+        return replayed
+
     # -- actions -------------------------------------------------------------------------
     def action(self, vm_id: str, action: str, body: dict[str, Any], user: dict[str, Any]):
         vm = self.require(vm_id, user)

@@ -1,0 +1,202 @@
+// One VM: state, facts, stats, disks, lifecycle buttons, the last task and the serial console.
+
+import { ApiError, FINAL_STATES, get, items } from './api.js';
+import {
+  $, badge, definitionList, el, fill, fmtBytes, fmtDuration, fmtGiB, fmtMiB, fmtTime, progressBar,
+} from './dom.js';
+import { actionButtons, submitAction } from './vm_actions.js';
+import { busy, changed, every, followTask, showError, showNotice } from './ui.js';
+
+const root = $('#vm');
+const vmId = root.dataset.vmId;
+const path = `/vms/${encodeURIComponent(vmId)}`;
+const lookups = { templates: [], nodes: [], storages: [] };
+let vm = null;
+let lastTask = null;
+let followed = null; // id of the task this page is following
+let gone = false;
+
+const nameOf = (list, id) => (list.find((x) => x.id === id) || {}).name || id || '—';
+
+const STAT_LABELS = {
+  cpu_time_ns: ['CPU time', (v) => fmtDuration(v / 1e9)],
+  memory_kib: ['Memory (balloon)', (v) => fmtBytes(v * 1024)],
+  rss_kib: ['Resident memory', (v) => fmtBytes(v * 1024)],
+  vcpus: ['vCPUs online', (v) => String(v)],
+};
+
+function renderVM() {
+  if (!changed('vm', [vm, lookups.nodes.length, lookups.templates.length, followed])) return;
+  document.title = `${vm.name} · Hypervisor panel`;
+  $('[data-testid="vm-title"]').textContent = vm.name;
+  fill($('[data-testid="vm-state-holder"]'), badge(vm.state, { testid: 'vm-state' }));
+  const problem = $('[data-testid="vm-problem"]');
+  problem.textContent = vm.problem || '';
+  problem.hidden = !vm.problem;
+  fill($('[data-testid="vm-actions"]'), actionButtons(vm, {
+    disabled: Boolean(followed), onClick: (spec, button) => act(spec, button),
+  }));
+  definitionList($('[data-testid="vm-facts"]'), [
+    ['State', badge(vm.state)],
+    ['Node', nameOf(lookups.nodes, vm.node)],
+    ['Template', nameOf(lookups.templates, vm.vm_template)],
+    ['vCPUs', String(vm.vcpus)],
+    ['Memory', fmtMiB(vm.memory_mib)],
+    ['CPU shares', vm.cpu_shares === undefined ? undefined : String(vm.cpu_shares)],
+    ['Disk', fmtGiB(vm.disk_gib)],
+    ['Storage', nameOf(lookups.storages, vm.storage)],
+    ['Domain type', vm.domain_type || '—'],
+    ['Domain name', vm.domain_name],
+    ['UUID', el('code', null, vm.uuid || '—')],
+    ['Created', fmtTime(vm.created)],
+    ['Description', vm.description || '—'],
+  ]);
+  const stats = vm.stats || {};
+  const statsList = $('[data-testid="vm-stats"]');
+  const keys = Object.keys(stats);
+  if (!keys.length) {
+    fill(statsList, el('dt', { class: 'muted wide' },
+      vm.state === 'running' ? 'The node reports no statistics for this VM yet.'
+        : 'No statistics while the VM is not running.'));
+  } else {
+    definitionList(statsList, keys.map((key) => {
+      const [label, format] = STAT_LABELS[key] || [key, (v) => (typeof v === 'object' ? JSON.stringify(v) : String(v))];
+      return [label, format(stats[key])];
+    }));
+  }
+  const disks = vm.disks || [];
+  fill($('[data-testid="vm-disks"] tbody'), disks.length ? disks.map((d) => el('tr', { testid: 'disk-row' },
+    el('td', null, el('code', null, d.target)),
+    el('td', null, d.volume),
+    el('td', null, nameOf(lookups.storages, d.storage)),
+    el('td', { class: 'num' }, fmtGiB(d.size_gib)),
+  )) : el('tr', null, el('td', { colspan: 4, class: 'muted' }, 'No disks.')));
+}
+
+function renderTask(task) {
+  const panel = $('[data-testid="last-task"] .task-panel');
+  if (!task) return;
+  const log = Array.isArray(task.log) ? task.log : [];
+  const duration = task.finished && task.started ? fmtDuration(task.finished - task.started) : '';
+  fill(panel,
+    el('div', { class: 'task-head' },
+      el('strong', { testid: 'task-name' }, task.name || task.kind),
+      badge(task.state, { task: true, testid: 'task-state' }),
+      el('span', { class: 'muted' }, `${Math.round(task.progress || 0)}%`),
+      duration ? el('span', { class: 'muted' }, duration) : null,
+      el('a', { href: '/tasks', class: 'muted' }, 'all tasks')),
+    progressBar(task.progress, { tone: `task-${task.state}`, testid: 'task-progress', label: task.name }),
+    task.error ? el('p', { class: 'error-text', testid: 'task-error' }, task.error) : null,
+    el('pre', { class: 'log', testid: 'task-log' }, log.length ? log.join('\n') : '(no log lines)'));
+}
+
+async function follow(task) {
+  followed = task.id;
+  lastTask = task;
+  renderTask(task);
+  renderVM();
+  let final = null;
+  try {
+    final = await followTask(task, {
+      showInTray: false,
+      onUpdate: (current) => { lastTask = current; renderTask(current); },
+    });
+  } catch {
+    final = null;
+  } finally {
+    followed = null;
+  }
+  if (final && final.kind === 'vm.delete' && final.state === 'succeeded') {
+    showNotice(`${vm.name} was deleted`);
+    window.location.assign('/vms');
+    return final;
+  }
+  await load().catch((error) => showError(error, 'Loading the VM'));
+  return final;
+}
+
+async function act(spec, button) {
+  const task = await busy(button, () => submitAction(vm, spec), `${spec.label} ${vm.name}`);
+  if (task) await follow(task);
+}
+
+async function loadTasks() {
+  const tasks = await items('/tasks?limit=1000');
+  const mine = tasks.filter((t) => t.subject === vmId);
+  if (!mine.length || followed) return;
+  const newest = mine[0];
+  if (!FINAL_STATES.includes(newest.state)) {
+    follow(newest); // started elsewhere (another tab, the API): follow it here too
+  } else if (!lastTask || lastTask.id !== newest.id || lastTask.state !== newest.state) {
+    lastTask = newest;
+    renderTask(newest);
+  }
+}
+
+async function load() {
+  if (gone) return;
+  try {
+    vm = await get(path);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) {
+      gone = true;
+      $('[data-testid="vm-title"]').textContent = 'VM not found';
+      fill($('[data-testid="vm-actions"]'));
+    }
+    throw error;
+  }
+  renderVM();
+  await loadTasks();
+}
+
+// -- serial console ------------------------------------------------------------------------
+const consoleBox = $('[data-testid="console"]');
+const consoleNote = $('[data-testid="console-note"]');
+let consoleAvailable = true;
+
+function note(text) {
+  consoleNote.textContent = text;
+  consoleNote.hidden = false;
+  consoleBox.hidden = true;
+}
+
+async function loadConsole() {
+  if (gone) return;
+  try {
+    const { text } = await get(`${path}/console`);
+    consoleAvailable = true;
+    if (!text) {
+      note('The console log is empty: the guest has not written to its serial port yet.');
+      return;
+    }
+    const lines = text.split('\n');
+    const atBottom = consoleBox.scrollTop + consoleBox.clientHeight >= consoleBox.scrollHeight - 4;
+    consoleBox.textContent = lines.slice(-400).join('\n');
+    consoleBox.hidden = false;
+    consoleNote.hidden = true;
+    if (atBottom) consoleBox.scrollTop = consoleBox.scrollHeight;
+  } catch (error) {
+    consoleAvailable = false;
+    if (error instanceof ApiError && error.status === 422) {
+      note(`The serial console is not available for this VM: ${error.message}.`);
+    } else {
+      note(`Could not read the serial console: ${error.message}` +
+        (error instanceof ApiError ? ` (${error.code}).` : '.'));
+    }
+  }
+}
+
+$('[data-testid="console-refresh"]').addEventListener('click', (event) =>
+  busy(event.currentTarget, loadConsole, 'Serial console'));
+
+async function start() {
+  [lookups.templates, lookups.nodes, lookups.storages] = await Promise.all([
+    items('/vm-templates'), items('/nodes'), items('/storages')]);
+  await every(4000, load, 'Loading the VM');
+  await loadConsole();
+  setInterval(() => {
+    if (!document.hidden && consoleAvailable && vm && vm.state === 'running') loadConsole();
+  }, 5000);
+}
+
+start().catch((error) => showError(error, 'Loading the VM'));

@@ -1,0 +1,153 @@
+// Page chrome shared by every page: alerts, the task tray, the demo banner, auto-refresh.
+
+import { ApiError, get, pollTask } from './api.js';
+import { $, badge, el, fill, progressBar } from './dom.js';
+
+export const isAdmin = document.body.dataset.role === 'admin';
+
+const alertBox = $('#alert');
+const noticeBox = $('#notice');
+let noticeTimer = null;
+
+if (alertBox) {
+  $('.alert-close', alertBox).addEventListener('click', () => clearError());
+}
+
+/** Show an error (ApiError, Error or text) in the page's alert element. */
+export function showError(error, context) {
+  if (!alertBox) return;
+  const body = $('.alert-body', alertBox);
+  const message = error instanceof Error ? error.message : String(error);
+  const parts = [el('strong', null, context ? `${context}: ` : 'Error: '), message];
+  if (error instanceof ApiError && error.code) {
+    parts.push(' ', el('code', { class: 'error-code', testid: 'alert-code' }, error.code));
+  }
+  const details = error instanceof ApiError ? error.details : [];
+  if (details.length) {
+    parts.push(el('ul', { class: 'alert-details' }, details.map((d) =>
+      el('li', null, d.field ? `${d.field}: ${d.message}` : d.message))));
+  }
+  fill(body, parts);
+  alertBox.hidden = false;
+  alertBox.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+}
+
+export function clearError() {
+  if (alertBox) alertBox.hidden = true;
+}
+
+export function showNotice(text) {
+  if (!noticeBox) return;
+  noticeBox.textContent = text;
+  noticeBox.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => { noticeBox.hidden = true; }, 5000);
+}
+
+/** Run ``action`` with ``button`` disabled; errors land in the alert. Returns its result. */
+export async function busy(button, action, context) {
+  if (button) button.disabled = true;
+  clearError();
+  try {
+    return await action();
+  } catch (error) {
+    showError(error, context);
+    return undefined;
+  } finally {
+    if (button && button.isConnected) button.disabled = false;
+  }
+}
+
+// -- the task tray: long operations started from this page ---------------------------------
+const tray = $('#task-tray');
+
+/**
+ * Follow a task (from a 202 answer) until it ends: a row in the tray shows its progress.
+ * Resolves with the final task; a failed task's error is shown in the alert.
+ */
+export async function followTask(task, { onUpdate, showInTray = true } = {}) {
+  let row = null;
+  if (tray && showInTray) {
+    row = el('div', { class: 'tray-item', testid: 'tray-task', dataset: { taskId: task.id } });
+    tray.append(row);
+  }
+  const draw = (current) => {
+    if (!row) return;
+    fill(row,
+      el('span', { class: 'tray-title' }, current.name || current.kind || 'Task'),
+      progressBar(current.progress, { tone: `task-${current.state}`, label: current.name }),
+      badge(current.state, { task: true, testid: 'tray-task-state' }));
+  };
+  draw(task);
+  let final;
+  try {
+    final = await pollTask(task.id, (current) => {
+      draw(current);
+      if (onUpdate) onUpdate(current);
+    });
+  } catch (error) {
+    showError(error, `Following task ${task.name || task.id}`);
+    if (row) row.remove();
+    throw error;
+  }
+  if (final.state === 'failed') {
+    showError(final.error || 'the task failed', final.name || 'Task');
+  }
+  if (row) {
+    const delay = final.state === 'succeeded' ? 3000 : 12000;
+    setTimeout(() => row.remove(), delay);
+  }
+  return final;
+}
+
+// -- periodic refresh -----------------------------------------------------------------------
+/** Call ``load`` now and every ``ms`` while the page is visible; errors go to the alert. */
+export function every(ms, load, context = 'Loading') {
+  let timer = null;
+  let running = false;
+  const tick = async () => {
+    if (running) return;
+    running = true;
+    try {
+      await load();
+    } catch (error) {
+      showError(error, context);
+    } finally {
+      running = false;
+    }
+  };
+  const schedule = () => {
+    clearInterval(timer);
+    timer = setInterval(() => { if (!document.hidden) tick(); }, ms);
+  };
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) tick(); });
+  schedule();
+  return tick();
+}
+
+/** Re-render only when the data changed, so rows do not flicker under the pointer. */
+export function changed(key, data) {
+  const text = JSON.stringify(data);
+  if (changed.last[key] === text) return false;
+  changed.last[key] = text;
+  return true;
+}
+changed.last = {};
+
+// -- demo node banner -------------------------------------------------------------------
+async function demoBanner() {
+  const banner = $('[data-testid="demo-banner"]');
+  if (!banner) return;
+  try {
+    const nodes = (await get('/nodes')).items;
+    const demo = nodes.filter((n) => n.kind === 'demo');
+    if (!demo.length) return;
+    fill(banner, el('strong', null, 'Demo mode'), ' — ', demo.map((n) => `node ${n.name}: ${
+      n.label || "libvirt's test driver, nothing real runs"}`).join('; '));
+    banner.hidden = false;
+  } catch {
+    // The page itself reports API errors; the banner stays hidden.
+  }
+}
+
+demoBanner();
