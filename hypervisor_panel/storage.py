@@ -82,16 +82,16 @@ class StorageBackend:
     ) -> libvirt.virStoragePool:
         """Define, build and start the pool on ``conn``; undo what it did if a step fails.
 
-        ``adopt=False`` (a new storage) refuses a pool of the same name that is already
-        there, rather than silently taking over something the panel did not make.
+        ``adopt=False`` (a new storage) refuses a pool of the same name that points
+        somewhere else, rather than silently taking over something the panel did not make.
         """
         try:
             pool = conn.storagePoolLookupByName(self.pool_name)
         except libvirt.libvirtError:
             pool = None
-        if pool is not None and not adopt:
-            raise Conflict(f"a libvirt pool named {self.pool_name!r} already exists on the "
-                           "node; choose another storage name", code="pool_exists")
+        if pool is not None and not adopt and not same_pool(pool.XMLDesc(0), self.pool_xml()):
+            raise Conflict(f"a different libvirt pool named {self.pool_name!r} already exists "
+                           "on the node; choose another storage name", code="pool_exists")
         if pool is not None:
             if not pool.isActive():
                 _call(pool.create, 0, what=f"start pool {self.pool_name}")
@@ -170,6 +170,22 @@ class StorageBackend:
     def lookup_volume(self, conn: libvirt.virConnect, name: str) -> libvirt.virStorageVol:
         pool = self.pool(conn)
         return _call(pool.storageVolLookupByName, name, what=f"find volume {name}")
+
+
+def same_pool(existing_xml: str, wanted_xml: str) -> bool:
+    """Whether two pool definitions name the same type, source and target."""
+
+    def key(xml: str) -> tuple:
+        root = ET.fromstring(xml)  # noqa: S314 - our XML and libvirt's
+        source = root.find("source")
+        source_key = tuple(sorted(
+            (el.tag, tuple(sorted(el.attrib.items())), (el.text or "").strip())
+            for el in (source.iter() if source is not None else [])
+            if el.tag not in ("source", "auth", "secret")
+        ))
+        return root.get("type"), root.findtext("target/path"), source_key
+
+    return key(existing_xml) == key(wanted_xml)
 
 
 def _msg(exc: libvirt.libvirtError) -> str:

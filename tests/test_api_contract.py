@@ -186,3 +186,17 @@ def test_openapi_describes_the_contract(admin: Client):
         assert path in spec["paths"], path
     create = spec["paths"]["/api/v1/vm-templates"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"]["required"]
+
+
+def test_storage_refuses_a_foreign_pool_of_the_same_name(admin: Client, panel: Panel):
+    node = admin.get("/api/v1/nodes").body["items"][0]
+    conn = panel.nodes.connection(node["id"]).get()
+    conn.storagePoolDefineXML("<pool type='dir'><name>hvp-shared</name>"
+                              "<target><path>/srv/other</path></target></pool>", 0)
+    clash = admin.post("/api/v1/storages", {"name": "shared", "backend": "dir",
+                                            "options": {"path": "/srv/mine"}})
+    assert_error(clash, 409, "pool_exists")
+    assert [s["name"] for s in admin.get("/api/v1/storages").body["items"]] == ["default"]
+    same = admin.post("/api/v1/storages", {"name": "shared", "backend": "dir",
+                                           "options": {"path": "/srv/other"}})
+    assert same.status == 201, same
