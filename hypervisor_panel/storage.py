@@ -1,23 +1,30 @@
 """The storage contract: a back end turns a storage record into a libvirt pool and volumes.
 
 A back end declares ``name``, ``description``, ``shared`` (network storage: VMs migrate
-without copying disks) and an ``options_schema`` (JSON Schema: the API validates storage
-options with it and the web UI renders its form from it). XML generation is pure
-(``pool_xml``, ``volume_xml``, ``disk``); side effects live in ``prepare`` and in the volume
-operations, which default to libvirt's storage API.
+without copying disks), ``copy_on_write`` (clones share the image's data) and an
+``options_schema`` (JSON Schema: the API validates storage options with it and the web UI
+renders its form from it; properties marked ``writeOnly`` are secrets, never returned).
+
+XML generation is pure (``pool_xml``, ``volume_xml``, ``clone_xml``, ``disk``); side effects
+live in ``prepare`` (secrets, reachability checks) and in the volume operations, which
+default to libvirt's storage API: a third party adds iSCSI or GlusterFS by writing a
+subclass, without touching the core.
 """
 
 from __future__ import annotations
 
+import contextlib
 import xml.etree.ElementTree as ET
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import Any, BinaryIO, ClassVar
 
 import libvirt
 
-from .errors import Conflict, Invalid, PanelError
+from .errors import Conflict, Invalid, NotFound, PanelError
 from .virt.domain_xml import Disk
 
 GIB = 1024**3
+STREAM_CHUNK = 4 * 1024 * 1024
 
 
 class StorageError(PanelError):
@@ -27,15 +34,20 @@ class StorageError(PanelError):
 
 
 class StorageBackend:
-    """Base class for storage back ends; subclass and register via ``register_storage_backends``."""
+    """Base class for storage back ends; register subclasses via ``register_storage_backends``."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: Network storage reachable from every node (live migration without copying disks).
     shared: ClassVar[bool] = False
+    #: ``clone_volume`` makes a copy-on-write clone rather than a full copy.
+    copy_on_write: ClassVar[bool] = False
     options_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
     volume_format: ClassVar[str] = "qcow2"
     #: libvirt pool build flags, or None when the pool must not be built by the panel.
     build_flags: ClassVar[int | None] = None
+    #: Flags for ``virStorageVol.delete`` (RBD needs WITH_SNAPSHOTS for clone parents).
+    delete_flags: ClassVar[int] = 0
 
     def __init__(self, storage: dict[str, Any]) -> None:
         self.storage = storage
@@ -52,30 +64,48 @@ class StorageBackend:
 
     def volume_xml(self, name: str, capacity: int) -> str:
         """The libvirt volume XML for a new, empty volume of ``capacity`` bytes."""
+        return ET.tostring(self._volume_element(name, capacity), encoding="unicode")
+
+    def clone_xml(self, name: str, capacity: int, source: libvirt.virStorageVol) -> str:
+        """The volume XML for a clone of ``source``; default: same as a new volume."""
+        return self.volume_xml(name, capacity)
+
+    def _volume_element(self, name: str, capacity: int) -> ET.Element:
         vol = ET.Element("volume")
         ET.SubElement(vol, "name").text = name
         ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity)
         ET.SubElement(vol, "allocation", unit="bytes").text = "0"
-        target = ET.SubElement(vol, "target")
-        ET.SubElement(target, "format", type=self.volume_format)
-        return ET.tostring(vol, encoding="unicode")
+        if self.volume_format:
+            target = ET.SubElement(vol, "target")
+            ET.SubElement(target, "format", type=self.volume_format)
+        return vol
 
     def volume_name(self, vm: dict[str, Any], index: int = 0) -> str:
         suffix = f".{self.volume_format}" if self.volume_format in ("qcow2", "raw") else ""
         return f"{vm['domain_name']}-disk{index}{suffix}"
 
     def disk(self, volume: libvirt.virStorageVol, target: str = "vda") -> Disk:
-        """The guest disk that points at ``volume``."""
+        """The guest disk that points at ``volume`` (a file by default)."""
         return Disk(
             source_type="file",
             source={"file": volume.path()},
-            driver_type=self.volume_format,
+            driver_type=self.volume_format or "raw",
             target=target,
         )
 
-    # -- side effects ----------------------------------------------------------------
+    @classmethod
+    def public_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Options without the secrets (schema properties marked ``writeOnly``)."""
+        secret = {k for k, p in cls.options_schema.get("properties", {}).items()
+                  if p.get("writeOnly")}
+        return {k: v for k, v in options.items() if k not in secret}
+
+    # -- pools (side effects) --------------------------------------------------------
     def prepare(self, conn: libvirt.virConnect) -> None:
         """Side effects needed before the pool is defined (secrets, checks). Default: none."""
+
+    def cleanup(self, conn: libvirt.virConnect) -> None:
+        """Undo ``prepare`` when the storage is removed from a node. Default: nothing."""
 
     def ensure_pool(
         self, conn: libvirt.virConnect, *, adopt: bool = True
@@ -94,14 +124,19 @@ class StorageBackend:
                            "on the node; choose another storage name", code="pool_exists")
         if pool is not None:
             if not pool.isActive():
-                _call(pool.create, 0, what=f"start pool {self.pool_name}")
+                self.prepare(conn)
+                call_libvirt(pool.create, 0, what=f"start pool {self.pool_name}")
             return pool
         self.prepare(conn)
-        pool = _call(conn.storagePoolDefineXML, self.pool_xml(), 0, what="define pool")
+        try:
+            pool = call_libvirt(conn.storagePoolDefineXML, self.pool_xml(), 0, what="define pool")
+        except PanelError:
+            self.cleanup(conn)
+            raise
         try:
             if self.build_flags is not None:
-                _call(pool.build, self.build_flags, what=f"build pool {self.pool_name}")
-            _call(pool.create, 0, what=f"start pool {self.pool_name}")
+                call_libvirt(pool.build, self.build_flags, what=f"build pool {self.pool_name}")
+            call_libvirt(pool.create, 0, what=f"start pool {self.pool_name}")
             pool.setAutostart(1)
         except Exception:
             try:
@@ -110,18 +145,21 @@ class StorageBackend:
                 pool.undefine()
             except libvirt.libvirtError:
                 pass
+            self.cleanup(conn)
             raise
         return pool
 
     def remove_pool(self, conn: libvirt.virConnect) -> None:
-        """Stop and undefine the pool (volumes stay where they are)."""
+        """Stop and undefine the pool (volumes stay where they are), then ``cleanup``."""
         try:
             pool = conn.storagePoolLookupByName(self.pool_name)
         except libvirt.libvirtError:
-            return
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
+            pool = None
+        if pool is not None:
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
+        self.cleanup(conn)
 
     def pool(self, conn: libvirt.virConnect) -> libvirt.virStoragePool:
         try:
@@ -130,20 +168,35 @@ class StorageBackend:
             raise StorageError(f"storage {self.storage['name']!r} is not defined on this node: "
                                f"{_msg(exc)}") from exc
         if not pool.isActive():
-            _call(pool.create, 0, what=f"start pool {self.pool_name}")
+            call_libvirt(pool.create, 0, what=f"start pool {self.pool_name}")
         return pool
 
     def capacity(self, conn: libvirt.virConnect) -> dict[str, int]:
         """Pool capacity, allocation and available bytes."""
         pool = self.pool(conn)
-        pool.refresh(0)
+        call_libvirt(pool.refresh, 0, what=f"refresh pool {self.pool_name}")
         _state, capacity, allocation, available = pool.info()
         return {"capacity": capacity, "allocation": allocation, "available": available}
 
-    def create_volume(
-        self, conn: libvirt.virConnect, name: str, capacity: int
-    ) -> libvirt.virStorageVol:
+    # -- volumes ---------------------------------------------------------------------
+    def lookup_volume(self, conn: libvirt.virConnect, name: str) -> libvirt.virStorageVol:
         pool = self.pool(conn)
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            raise NotFound(f"volume {name!r} not found in storage {self.storage['name']!r}",
+                           code="volume_not_found") from exc
+
+    def list_volumes(self, conn: libvirt.virConnect) -> list[dict[str, Any]]:
+        pool = self.pool(conn)
+        call_libvirt(pool.refresh, 0, what=f"refresh pool {self.pool_name}")
+        out = []
+        for vol in pool.listAllVolumes(0):
+            _type, capacity, allocation = vol.info()
+            out.append({"name": vol.name(), "capacity": capacity, "allocation": allocation})
+        return sorted(out, key=lambda v: v["name"])
+
+    def _check_new(self, pool: libvirt.virStoragePool, name: str, capacity: int) -> None:
         try:
             pool.storageVolLookupByName(name)
         except libvirt.libvirtError:
@@ -151,13 +204,63 @@ class StorageBackend:
         else:
             raise Conflict(f"volume {name!r} already exists in {self.storage['name']!r}",
                            code="volume_exists")
-        _state, _cap, _alloc, available = pool.info()
-        if self.volume_format != "qcow2" and capacity > available:
-            raise Invalid(f"{capacity // GIB} GiB does not fit in storage "
-                          f"{self.storage['name']!r} ({available // GIB} GiB free)",
-                          code="no_space")
-        return _call(pool.createXML, self.volume_xml(name, capacity), 0,
+        if not self.thin_provisioned():
+            _state, _cap, _alloc, available = pool.info()
+            if capacity > available:
+                raise Invalid(f"{_gib(capacity)} does not fit in storage "
+                              f"{self.storage['name']!r} ({_gib(available)} free)",
+                              code="no_space")
+
+    def thin_provisioned(self) -> bool:
+        """Whether new volumes take no space up front (qcow2 files, RBD images)."""
+        return self.volume_format == "qcow2"
+
+    def create_volume(
+        self, conn: libvirt.virConnect, name: str, capacity: int
+    ) -> libvirt.virStorageVol:
+        pool = self.pool(conn)
+        self._check_new(pool, name, capacity)
+        return call_libvirt(pool.createXML, self.volume_xml(name, capacity), 0,
                      what=f"create volume {name}")
+
+    def clone_volume(
+        self, conn: libvirt.virConnect, source_name: str, name: str, capacity: int | None = None
+    ) -> libvirt.virStorageVol:
+        """A new volume with ``source_name``'s content: copy-on-write where the back end can.
+
+        The clone is at least as large as the source; ``capacity`` grows it further.
+        """
+        pool = self.pool(conn)
+        source = self.lookup_volume(conn, source_name)
+        source_capacity = source.info()[1]
+        size = max(capacity or 0, source_capacity)
+        self._check_new(pool, name, 0 if self.copy_on_write else size)
+        clone = self._clone(pool, source, name, size)
+        try:
+            if clone.info()[1] < size:
+                call_libvirt(clone.resize, size, 0, what=f"grow volume {name}")
+        except PanelError:
+            self._delete(clone, name)
+            raise
+        return clone
+
+    def _clone(self, pool: libvirt.virStoragePool, source: libvirt.virStorageVol, name: str,
+               size: int) -> libvirt.virStorageVol:
+        """Back ends override for their copy-on-write form; default: libvirt's full copy."""
+        return call_libvirt(pool.createXMLFrom, self.clone_xml(name, size, source), source, 0,
+                     what=f"clone volume {source.name()} to {name}")
+
+    def resize_volume(self, conn: libvirt.virConnect, name: str, capacity: int) -> None:
+        vol = self.lookup_volume(conn, name)
+        if capacity < vol.info()[1]:
+            raise Invalid("volumes can only grow (shrinking would destroy data)",
+                          code="shrink_refused")
+        if not self.thin_provisioned():
+            available = self.pool(conn).info()[3]
+            if capacity - vol.info()[1] > available:
+                raise Invalid(f"growing {name} by {_gib(capacity - vol.info()[1])} does not fit "
+                              f"({_gib(available)} free)", code="no_space")
+        call_libvirt(vol.resize, capacity, 0, what=f"resize volume {name}")
 
     def delete_volume(self, conn: libvirt.virConnect, name: str) -> None:
         pool = self.pool(conn)
@@ -165,11 +268,53 @@ class StorageBackend:
             vol = pool.storageVolLookupByName(name)
         except libvirt.libvirtError:
             return
-        _call(vol.delete, 0, what=f"delete volume {name}")
+        self._delete(vol, name)
 
-    def lookup_volume(self, conn: libvirt.virConnect, name: str) -> libvirt.virStorageVol:
-        pool = self.pool(conn)
-        return _call(pool.storageVolLookupByName, name, what=f"find volume {name}")
+    def _delete(self, vol: libvirt.virStorageVol, name: str) -> None:
+        call_libvirt(vol.delete, self.delete_flags, what=f"delete volume {name}")
+
+    # -- streaming (backups, image import) ------------------------------------------
+    def download(self, conn: libvirt.virConnect, name: str) -> Iterator[bytes]:
+        """Yield the volume's bytes (libvirt stream: works on remote nodes too)."""
+        vol = self.lookup_volume(conn, name)
+        stream = conn.newStream(0)
+        call_libvirt(vol.download, stream, 0, 0, 0, what=f"download volume {name}")
+        try:
+            while True:
+                chunk = stream.recv(STREAM_CHUNK)
+                if chunk in (-2, None):
+                    continue
+                if not chunk:
+                    break
+                yield chunk
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+
+    def upload(self, conn: libvirt.virConnect, name: str, source: BinaryIO, length: int) -> None:
+        """Write ``length`` bytes from ``source`` into the existing volume ``name``."""
+        vol = self.lookup_volume(conn, name)
+        if length > vol.info()[1]:
+            raise Invalid(f"{length} bytes do not fit in volume {name!r} "
+                          f"({vol.info()[1]} bytes)", code="too_large")
+        stream = conn.newStream(0)
+        call_libvirt(vol.upload, stream, 0, length, 0, what=f"upload to volume {name}")
+        sent = 0
+        try:
+            while sent < length:
+                chunk = source.read(min(STREAM_CHUNK, length - sent))
+                if not chunk:
+                    raise Invalid(f"the upload ended after {sent} of {length} bytes",
+                                  code="short_upload")
+                stream.send(chunk)
+                sent += len(chunk)
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
 
 
 def same_pool(existing_xml: str, wanted_xml: str) -> bool:
@@ -188,11 +333,15 @@ def same_pool(existing_xml: str, wanted_xml: str) -> bool:
     return key(existing_xml) == key(wanted_xml)
 
 
+def _gib(size: int) -> str:
+    return f"{size / GIB:.1f} GiB"
+
+
 def _msg(exc: libvirt.libvirtError) -> str:
     return (exc.get_error_message() or str(exc)).strip()
 
 
-def _call(func: Any, *args: Any, what: str) -> Any:
+def call_libvirt(func: Any, *args: Any, what: str) -> Any:
     """Run a libvirt call, turning its error into a StorageError that says what failed."""
     try:
         return func(*args)
