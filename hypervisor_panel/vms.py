@@ -38,6 +38,9 @@ CREATE_SCHEMA = {
         "node": ID,
         "storage": ID,
         "os_template": ID,
+        "image": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                  "description": "A volume in the VM's storage to clone the disk from "
+                                 "(copy-on-write where the storage allows)"},
         "recipe": ID,
         "network": ID,
         "owner": ID,
@@ -177,6 +180,8 @@ class VMService:
         self._check_quota(owner, template)
         if "boot" in data:
             self._check_boot_files(node, data["boot"])
+        if "image" in data:
+            self._check_image(node_id, storage, data["image"])
         with self.store.locked():
             if self.store.find_one(TABLE, name=data["name"]):
                 raise Conflict(f"a VM named {data['name']!r} already exists",
@@ -202,6 +207,7 @@ class VMService:
                 "disk_gib": template["disk_gib"],
                 "description": data.get("description", ""),
                 "boot": data.get("boot"),
+                "image": data.get("image"),
                 "vnc": data.get("vnc", False),
                 "status": "creating",
                 "disks": [],
@@ -251,6 +257,15 @@ class VMService:
                 raise Forbidden(f"quota exceeded: at most {quota['vcpus']} vCPUs",
                                 code="quota_exceeded")
 
+    def _check_image(self, node_id: str, storage: dict[str, Any], image: str) -> None:
+        conn = self.panel.nodes.connection(node_id).get()
+        backend = self.panel.storages.backend(storage)
+        try:
+            backend.lookup_volume(conn, image)
+        except NotFound as exc:
+            raise Invalid(f"image {image!r} not found in storage {storage['name']!r}",
+                          code="image_not_found") from exc
+
     def _check_boot_files(self, node: dict[str, Any], boot: dict[str, Any]) -> None:
         if node.get("kind") != "local":
             return  # only a local node's files can be checked from here
@@ -287,9 +302,15 @@ class VMService:
         volume_name = backend.volume_name(vm)
         created_volume = defined = False
         try:
-            ctx.progress(10, f"creating a {vm['disk_gib']} GiB disk in {storage['name']}")
             backend.ensure_pool(conn)
-            volume = backend.create_volume(conn, volume_name, vm["disk_gib"] * GIB)
+            if vm.get("image"):
+                how = "linked clone" if backend.copy_on_write else "full copy"
+                ctx.progress(10, f"cloning image {vm['image']} ({how}) in {storage['name']}")
+                volume = backend.clone_volume(conn, vm["image"], volume_name,
+                                              vm["disk_gib"] * GIB)
+            else:
+                ctx.progress(10, f"creating a {vm['disk_gib']} GiB disk in {storage['name']}")
+                volume = backend.create_volume(conn, volume_name, vm["disk_gib"] * GIB)
             created_volume = True
             ctx.progress(50, "defining the domain")
             builder = self.builder(vm)
@@ -305,13 +326,14 @@ class VMService:
             self.panel.nodes.connection(vm["node"]).set_state(vm["uuid"], vm["domain_name"],
                                                               "stopped")
             disks = [{"storage": storage["id"], "volume": volume_name, "target": "vda",
-                      "size_gib": vm["disk_gib"]}]
+                      "size_gib": vm["disk_gib"], "image": vm.get("image")}]
             vm = self.store.update(TABLE, vm_id, {"status": "ok", "disks": disks,
                                                   "domain_type": builder.domain_type})
             if start:
                 ctx.progress(90, "starting")
                 self._start(vm)
-            ctx.log(f"VM {vm['name']} created on node {vm['node']}")
+            node_name = self.panel.nodes.require(vm["node"])["name"]
+            ctx.log(f"VM {vm['name']} created on node {node_name}")
             return {"vm": vm_id}
         except Exception:
             ctx.log("creation failed; rolling back")

@@ -41,6 +41,16 @@ class Reply:
     body: Any
 
 
+@dataclass
+class Stream:
+    """A binary response streamed in chunks (volume downloads)."""
+
+    chunks: Any
+    content_type: str = "application/octet-stream"
+    length: int | None = None
+    filename: str | None = None
+
+
 def created(obj: Any) -> Reply:
     return Reply(201, obj)
 
@@ -73,6 +83,7 @@ class Route:
     status: int
     tags: tuple[str, ...]
     query: dict[str, str] = field(default_factory=dict)
+    raw_body: bool = False
 
 
 class ApiRouter:
@@ -92,14 +103,18 @@ class ApiRouter:
         status: int = 200,
         tags: tuple[str, ...] = (),
         query: dict[str, str] | None = None,
+        raw_body: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register ``handler(req, **url_args)`` for ``method path`` (Bottle path syntax)."""
+        """Register ``handler(req, **url_args)`` for ``method path`` (Bottle path syntax).
+
+        ``raw_body=True`` leaves the request body unread (binary uploads: ``req.raw.body``).
+        """
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
 
         def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
             self.routes.append(Route(method.upper(), path, handler, summary, role, body,
-                                     status, tags, query or {}))
+                                     status, tags, query or {}, raw_body))
             return handler
 
         return decorate
@@ -162,6 +177,16 @@ def _parse_body(request: bottle.BaseRequest) -> dict[str, Any]:
     return data
 
 
+def _stream(result: Stream) -> Any:
+    bottle.response.content_type = result.content_type
+    if result.length is not None:
+        bottle.response.set_header("Content-Length", str(result.length))
+    if result.filename:
+        bottle.response.set_header("Content-Disposition",
+                                   f'attachment; filename="{result.filename}"')
+    return result.chunks
+
+
 def _wrap(route: Route, panel: Panel) -> Callable[..., str]:
     def handler(**url_args: Any) -> str:
         request = bottle.request
@@ -171,13 +196,16 @@ def _wrap(route: Route, panel: Panel) -> Callable[..., str]:
                 user, token = authenticate(panel, request)
                 if route.role == "admin" and user["role"] != "admin":
                     raise Forbidden("this needs the admin role", code="admin_only")
-            body = _parse_body(request) if request.method in ("POST", "PUT", "PATCH") else {}
+            wants_body = request.method in ("POST", "PUT", "PATCH") and not route.raw_body
+            body = _parse_body(request) if wants_body else {}
             if route.body is not None:
                 validate(body, route.body, "request")
             req = ApiRequest(user, token, body, dict(request.query.decode()), request)
             result = route.handler(req, **url_args)
             if isinstance(result, Reply):
                 return json_response(result.status, result.body)
+            if isinstance(result, Stream):
+                return _stream(result)
             return json_response(route.status, result)
         except PanelError as exc:
             return error_response(exc)

@@ -51,13 +51,16 @@ def register(panel: Panel) -> None:
     def visible_task(req: ApiRequest, task: dict[str, Any]) -> bool:
         return req.is_admin or task.get("owner") == req.user["id"]
 
-    @api.route("/tasks", summary="Tasks (newest first); ?state= filters", tags=("tasks",),
+    @api.route("/tasks", summary="Tasks (newest first); ?state= and ?subject= filter",
+               tags=("tasks",),
                query={"state": "queued|running|succeeded|failed|cancelled",
+                      "subject": "id of the object the task acts on (a VM id, ...)",
                       "limit": "how many (default 100)"})
     def tasks(req: ApiRequest) -> dict[str, Any]:
-        state = req.query.get("state")
+        state, subject = req.query.get("state"), req.query.get("subject")
         items = [t for t in panel.store.all("tasks")
-                 if visible_task(req, t) and (not state or t["state"] == state)]
+                 if visible_task(req, t) and (not state or t["state"] == state)
+                 and (not subject or t.get("subject") == subject)]
         items.sort(key=lambda t: t["created"], reverse=True)
         limit = _limit(req.query.get("limit"))
         return {"items": items[:limit]}

@@ -112,3 +112,12 @@ export function definitionList(target, pairs) {
     el('dd', null, value === null || value === '' ? '—' : value),
   ]));
 }
+
+/**
+ * Free memory as a node reports it, or null when unknown. Exactly 0 is treated as unknown:
+ * libvirt's test driver reports 0 and no real host runs with no free memory at all.
+ */
+export function freeMemoryMiB(resources) {
+  const free = resources ? resources.free_memory_mib : null;
+  return free === undefined || free === null || free === 0 ? null : free;
+}

@@ -1,7 +1,7 @@
 // Dashboard: nodes, VM counts by state, running and recent tasks.
 
 import { FINAL_STATES, items } from './api.js';
-import { $, badge, el, fill, fmtAgo, fmtMiB, progressBar, usageBar } from './dom.js';
+import { $, badge, el, fill, fmtAgo, fmtMiB, freeMemoryMiB, progressBar, usageBar } from './dom.js';
 import { changed, every } from './ui.js';
 
 const STATE_ORDER = ['running', 'paused', 'stopped', 'creating', 'deleting', 'crashed', 'unknown', 'missing'];
@@ -14,11 +14,14 @@ function renderNodes(nodes) {
   }
   fill(target, nodes.map((n) => {
     const r = n.resources || {};
-    const memory = r.memory_mib
-      ? [usageBar(r.memory_mib - (r.free_memory_mib ?? r.memory_mib), r.memory_mib, { label: 'memory in use' }),
-        el('small', { class: 'muted' }, r.free_memory_mib === null || r.free_memory_mib === undefined
-          ? `${fmtMiB(r.memory_mib)} RAM` : `${fmtMiB(r.free_memory_mib)} free of ${fmtMiB(r.memory_mib)}`)]
-      : null;
+    const free = freeMemoryMiB(r);
+    let memory = null;
+    if (r.memory_mib && free !== null) {
+      memory = [usageBar(r.memory_mib - free, r.memory_mib, { label: 'memory in use' }),
+        el('small', { class: 'muted' }, `${fmtMiB(free)} free of ${fmtMiB(r.memory_mib)} RAM`)];
+    } else if (r.memory_mib) {
+      memory = el('div', { class: 'muted' }, `${fmtMiB(r.memory_mib)} RAM`);
+    }
     return el('div', { class: 'node-card', testid: 'node-card', dataset: { name: n.name } },
       el('div', { class: 'node-card-head' },
         el('strong', { testid: 'node-name' }, n.name),

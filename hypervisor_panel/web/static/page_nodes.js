@@ -1,15 +1,15 @@
 // Nodes: connection status and resources.
 
 import { items } from './api.js';
-import { $, badge, el, fill, fmtMiB, usageBar } from './dom.js';
+import { $, badge, el, fill, fmtMiB, freeMemoryMiB, usageBar } from './dom.js';
 import { changed, every } from './ui.js';
 
 const rows = $('#node-rows');
 
 function memoryCell(r) {
   if (!r.memory_mib) return '—';
-  const free = r.free_memory_mib;
-  if (free === null || free === undefined) return fmtMiB(r.memory_mib);
+  const free = freeMemoryMiB(r);
+  if (free === null) return [fmtMiB(r.memory_mib), el('div', { class: 'muted' }, 'free memory not reported')];
   return [
     usageBar(r.memory_mib - free, r.memory_mib, { label: 'memory in use' }),
     el('small', { class: 'muted' }, `${fmtMiB(free)} free of ${fmtMiB(r.memory_mib)}`),

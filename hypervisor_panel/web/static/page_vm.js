@@ -121,8 +121,7 @@ async function act(spec, button) {
 }
 
 async function loadTasks() {
-  const tasks = await items('/tasks?limit=1000');
-  const mine = tasks.filter((t) => t.subject === vmId);
+  const mine = await items(`/tasks?subject=${encodeURIComponent(vmId)}&limit=5`);
   if (!mine.length || followed) return;
   const newest = mine[0];
   if (!FINAL_STATES.includes(newest.state)) {

@@ -75,7 +75,7 @@ function fillSelects() {
   const templateSelect = form.elements.vm_template;
   const keepTemplate = templateSelect.value;
   fill(templateSelect, data.templates.map((t) => option(t.id,
-    `${t.name} — ${t.vcpus} vCPU, ${fmtMiB(t.memory_mib)} RAM, ${fmtGiB(t.disk_gib)} disk`)));
+    `${t.name} (${t.vcpus} vCPU, ${fmtMiB(t.memory_mib)}, ${fmtGiB(t.disk_gib)})`)));
   if (keepTemplate) templateSelect.value = keepTemplate;
   const nodeSelect = form.elements.node;
   fill(nodeSelect, option('', 'Automatic placement'), data.nodes.map((n) =>

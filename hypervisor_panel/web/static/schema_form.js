@@ -124,7 +124,8 @@ export function renderSchemaForm(container, schema, { idPrefix = 'opt' } = {}) {
     const isRequired = required.has(key);
     const control = makeControl(key, prop, isRequired, id);
     const title = prop.title || humanize(key);
-    const labelText = [title, isRequired ? el('span', { class: 'req', title: 'required' }, ' *') : null];
+    const labelText = el('span', null, title,
+      isRequired ? el('span', { class: 'req', title: 'required' }, ' *') : null);
     const help = prop.description ? el('small', { class: 'help', id: `${id}-help` }, prop.description) : null;
     if (help) control.node.setAttribute('aria-describedby', `${id}-help`);
     const field = control.checkbox

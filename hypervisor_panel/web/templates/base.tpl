@@ -5,6 +5,7 @@
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="csrf-token" content="{{csrf}}">
 <title>{{title}} · Hypervisor panel</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/static/panel.css?v={{version}}">
 <script type="module" src="/static/page_{{page}}.js?v={{version}}"></script>
 </head>
