@@ -44,6 +44,8 @@ class StorageBackend:
     copy_on_write: ClassVar[bool] = False
     options_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
     volume_format: ClassVar[str] = "qcow2"
+    #: Formats an admin may choose for new volumes (the first is the default).
+    volume_formats: ClassVar[tuple[str, ...]] = ()
     #: libvirt pool build flags, or None when the pool must not be built by the panel.
     build_flags: ClassVar[int | None] = None
     #: Flags for ``virStorageVol.delete`` (RBD needs WITH_SNAPSHOTS for clone parents).
@@ -62,22 +64,23 @@ class StorageBackend:
         """The libvirt pool XML for this storage."""
         raise NotImplementedError
 
-    def volume_xml(self, name: str, capacity: int) -> str:
+    def volume_xml(self, name: str, capacity: int, fmt: str | None = None) -> str:
         """The libvirt volume XML for a new, empty volume of ``capacity`` bytes."""
-        return ET.tostring(self._volume_element(name, capacity), encoding="unicode")
+        return ET.tostring(self._volume_element(name, capacity, fmt), encoding="unicode")
 
     def clone_xml(self, name: str, capacity: int, source: libvirt.virStorageVol) -> str:
         """The volume XML for a clone of ``source``; default: same as a new volume."""
         return self.volume_xml(name, capacity)
 
-    def _volume_element(self, name: str, capacity: int) -> ET.Element:
+    def _volume_element(self, name: str, capacity: int, fmt: str | None = None) -> ET.Element:
         vol = ET.Element("volume")
         ET.SubElement(vol, "name").text = name
         ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity)
         ET.SubElement(vol, "allocation", unit="bytes").text = "0"
-        if self.volume_format:
+        fmt = fmt or self.volume_format
+        if fmt:
             target = ET.SubElement(vol, "target")
-            ET.SubElement(target, "format", type=self.volume_format)
+            ET.SubElement(target, "format", type=fmt)
         return vol
 
     def volume_name(self, vm: dict[str, Any], index: int = 0) -> str:
@@ -216,12 +219,17 @@ class StorageBackend:
         return self.volume_format == "qcow2"
 
     def create_volume(
-        self, conn: libvirt.virConnect, name: str, capacity: int
+        self, conn: libvirt.virConnect, name: str, capacity: int, fmt: str | None = None
     ) -> libvirt.virStorageVol:
+        """A new empty volume; ``fmt`` picks one of ``volume_formats`` (default: the first)."""
+        if fmt is not None and fmt != self.volume_format and fmt not in self.volume_formats:
+            choices = ", ".join(self.volume_formats or (self.volume_format,))
+            raise Invalid(f"storage {self.storage['name']!r} makes {choices} volumes, "
+                          f"not {fmt}", code="unsupported_format")
         pool = self.pool(conn)
         self._check_new(pool, name, capacity)
-        return call_libvirt(pool.createXML, self.volume_xml(name, capacity), 0,
-                     what=f"create volume {name}")
+        return call_libvirt(pool.createXML, self.volume_xml(name, capacity, fmt), 0,
+                            what=f"create volume {name}")
 
     def clone_volume(
         self, conn: libvirt.virConnect, source_name: str, name: str, capacity: int | None = None

@@ -19,6 +19,7 @@ class DirStorage(StorageBackend):
     description: ClassVar[str] = "Directory on each node (qcow2 files, linked clones)"
     shared: ClassVar[bool] = False
     copy_on_write: ClassVar[bool] = True
+    volume_formats: ClassVar[tuple[str, ...]] = ("qcow2", "raw")
     build_flags: ClassVar[int | None] = 0
     options_schema: ClassVar[dict] = {
         "type": "object",

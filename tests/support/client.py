@@ -47,6 +47,8 @@ class Client:
                 status, payload, rh = resp.status, resp.read(), dict(resp.headers)
         except urllib.error.HTTPError as err:
             status, payload, rh = err.code, err.read(), dict(err.headers)
+        if "json" not in rh.get("Content-Type", ""):
+            return Response(status, payload, rh)
         try:
             parsed = json.loads(payload) if payload else None
         except ValueError:

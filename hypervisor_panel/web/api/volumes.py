@@ -21,9 +21,11 @@ CREATE = {
         "name": VOLUME_NAME,
         "size_gib": SIZE_GIB,
         "clone_from": {**VOLUME_NAME, "description": "copy-on-write clone of this volume"},
+        "format": {"enum": ["qcow2", "raw"],
+                   "description": "for new empty volumes, where the storage offers a choice"},
         "node": {"type": "string", "maxLength": 64},
     },
-    "oneOf": [{"required": ["size_gib"]}, {"required": ["clone_from"]}],
+    "anyOf": [{"required": ["size_gib"]}, {"required": ["clone_from"]}],
 }
 RESIZE = {"type": "object", "additionalProperties": False, "required": ["size_gib"],
           "properties": {"size_gib": SIZE_GIB}}
@@ -70,7 +72,7 @@ def register(panel: Panel) -> None:
             if "clone_from" in body:
                 vol = backend.clone_volume(conn, body["clone_from"], name, size or None)
             else:
-                vol = backend.create_volume(conn, name, size)
+                vol = backend.create_volume(conn, name, size, body.get("format"))
             _type, capacity, allocation = vol.info()
             return {"name": name, "capacity": capacity, "allocation": allocation}
 
