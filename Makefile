@@ -9,7 +9,8 @@ DEBS := scripts/install-debs.sh
 RUN_DEBS := pkg-config libvirt-dev gcc python3-dev python3-venv libvirt-clients
 # What the tests run for real: libvirtd + QEMU (TCG guests), guest building, browser, desktop.
 TEST_DEBS := libvirt-daemon-system libvirt-daemon libvirt-daemon-driver-qemu \
-	qemu-system-x86 qemu-utils dnsmasq-base iptables busybox-static cpio \
+	qemu-system-x86 qemu-utils dnsmasq-base iptables busybox-static cpio lvm2 \
+	nfs-ganesha nfs-ganesha-vfs libnfs-utils \
 	xvfb xauth imagemagick chromium fonts-dejavu-core libxml2-utils \
 	libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
 	libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 \

@@ -325,6 +325,35 @@ class StorageBackend:
             raise
 
 
+class BackingFileClones:
+    """Mixin for file pools (dir, NFS, ...): clones are qcow2 overlays on their image.
+
+    The overlay's backing file is the source volume, so a clone costs a few kilobytes
+    whatever the image's size (a linked clone, as Proxmox and VMmanager make them).
+    """
+
+    copy_on_write: ClassVar[bool] = True
+
+    def clone_xml(self, name: str, capacity: int, source: libvirt.virStorageVol) -> str:
+        vol = self._volume_element(name, capacity, "qcow2")  # type: ignore[attr-defined]
+        backing = ET.SubElement(vol, "backingStore")
+        ET.SubElement(backing, "path").text = source.path()
+        ET.SubElement(backing, "format", type=volume_format_of(source))
+        return ET.tostring(vol, encoding="unicode")
+
+    def _clone(self, pool: libvirt.virStoragePool, source: libvirt.virStorageVol, name: str,
+               size: int) -> libvirt.virStorageVol:
+        return call_libvirt(pool.createXML, self.clone_xml(name, size, source), 0,
+                            what=f"create a linked clone of {source.name()}")
+
+
+def volume_format_of(vol: libvirt.virStorageVol) -> str:
+    """A volume's format as libvirt reports it (raw when it reports none)."""
+    root = ET.fromstring(vol.XMLDesc(0))  # noqa: S314 - libvirt's XML
+    fmt = root.find("target/format")
+    return fmt.get("type", "raw") if fmt is not None else "raw"
+
+
 def same_pool(existing_xml: str, wanted_xml: str) -> bool:
     """Whether two pool definitions name the same type, source and target."""
 
