@@ -37,6 +37,7 @@ setup(
         "paramiko>=3.4",
         "apscheduler>=3.10,<4",
         "jsonschema>=4.20",
+        "orjson>=3.9",
     ],
     extras_require={
         "desktop": ["pywebview[qt]>=5"],

@@ -30,7 +30,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = make_server(create_app(panel), args.host, args.port)
 
     def stop(signum: int, frame: object) -> None:
-        server.stop()
+        # Leave serve() by an exception: cheroot's stop() called from the thread that runs
+        # serve() would wait for serve() to return, forever.
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -39,8 +41,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"Hypervisor panel on http://{host}:{port}/ (data: {panel.data_dir})", flush=True)
     try:
         server.serve()
+    except (SystemExit, KeyboardInterrupt):
+        pass
     finally:
+        server.stop()
         panel.close()
+    print("Hypervisor panel stopped", flush=True)
     return 0
 
 

@@ -302,6 +302,11 @@ class Store:
             raise NotFound(f"{what or table} {obj_id!r} not found")
         return doc
 
+    def raw_values(self, table: str) -> list[dict[str, Any]]:
+        """The stored documents themselves, for read-only use under ``locked()``."""
+        with self._lock:
+            return list(self._raw(table).values())
+
     def all(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(d) for d in self._raw(table).values()]

@@ -110,6 +110,7 @@ class VMService:
         return status.state, status.stats
 
     def public(self, vm: dict[str, Any]) -> dict[str, Any]:
+        """The API view of a VM record: the record plus live state (``vm`` is not changed)."""
         state, stats = self.state_of(vm)
         out = dict(vm)
         out["state"] = state
@@ -121,10 +122,11 @@ class VMService:
         return out
 
     def visible(self, user: dict[str, Any]) -> list[dict[str, Any]]:
-        vms = self.store.all(TABLE)
-        if user["role"] != "admin":
-            vms = [v for v in vms if v.get("owner") == user["id"]]
-        return [self.public(v) for v in vms]
+        admin = user["role"] == "admin"
+        # public() copies each record once; no need for the store's copies too.
+        with self.store.locked():
+            return [self.public(v) for v in self.store.raw_values(TABLE)
+                    if admin or v.get("owner") == user["id"]]
 
     def require(self, vm_id: str, user: dict[str, Any]) -> dict[str, Any]:
         vm = self.store.get(TABLE, vm_id)

@@ -36,6 +36,7 @@ class Disk:
     hosts: list[tuple[str, int | None]] = field(default_factory=list)
     auth_username: str | None = None
     auth_secret_uuid: str | None = None
+    auth_secret_usage: str | None = None
     auth_type: str = "ceph"
 
     def element(self) -> ET.Element:
@@ -43,7 +44,12 @@ class Disk:
         ET.SubElement(disk, "driver", name="qemu", type=self.driver_type, cache="none")
         if self.auth_username:
             auth = ET.SubElement(disk, "auth", username=self.auth_username)
-            ET.SubElement(auth, "secret", type=self.auth_type, uuid=self.auth_secret_uuid or "")
+            secret = {"type": self.auth_type}
+            if self.auth_secret_uuid:
+                secret["uuid"] = self.auth_secret_uuid
+            else:
+                secret["usage"] = self.auth_secret_usage or ""
+            ET.SubElement(auth, "secret", secret)
         source = ET.SubElement(disk, "source", self.source)
         for host, port in self.hosts:
             attrs = {"name": host}

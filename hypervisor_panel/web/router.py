@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import bottle
 import libvirt
+import orjson
 
 from ..errors import BadRequest, Forbidden, PanelError, Unauthorized, Unavailable
 from ..validation import validate
@@ -130,7 +131,7 @@ def json_response(status: int, body: Any) -> str:
         return ""
     bottle.response.content_type = "application/json"
     bottle.response.set_header("Cache-Control", "no-store")
-    return json.dumps(body, separators=(",", ":"), default=str)
+    return orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 def error_response(exc: PanelError) -> str:

@@ -9,7 +9,8 @@ from cheroot import wsgi
 
 def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 16):
     """A cheroot server bound to ``host:port`` (port 0 picks a free one after ``prepare``)."""
-    server = wsgi.Server((host, port), app, numthreads=threads, server_name="hypervisor-panel")
+    server = wsgi.Server((host, port), app, numthreads=threads, server_name="hypervisor-panel",
+                         shutdown_timeout=1)
     return server
 
 
