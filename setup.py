@@ -8,7 +8,7 @@ exactly as a third-party plugin would be.
 
 from setuptools import setup
 
-BUILTIN_PLUGINS = ["storage_dir", "storage_nfs", "storage_lvm"]
+BUILTIN_PLUGINS = ["storage_dir", "storage_lvm", "storage_nfs", "storage_rbd"]
 
 setup(
     name="hypervisor-panel",

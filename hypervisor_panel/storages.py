@@ -113,7 +113,11 @@ class StorageService:
         self.store.delete(TABLE, storage_id)
 
     def public(self, storage: dict[str, Any]) -> dict[str, Any]:
+        """The API view: options without secrets, per-node state and capacity."""
         out = dict(storage)
+        cls = self.backends.get(storage["backend"])
+        if cls is not None:
+            out["options"] = cls.public_options(storage.get("options", {}))
         per_node = {}
         for node_id in self.panel.nodes.online_ids():
             try:

@@ -39,13 +39,13 @@ from pathlib import Path
 MARKER = "HVP-GUEST-BOOTED"
 UPTIME_PREFIX = "HVP-UPTIME"
 POWEROFF_MARKER = "HVP-GUEST-POWEROFF"
+DISK_PREFIX = "HVP-DISK"
 METAPACKAGE = "linux-image-amd64"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
 # Loaded at boot, in this order, so that busybox acpid sees the ACPI power button.
 ACPI_MODULES = ("evdev", "button")
-# Kept beside the kernel (not loaded) for guests that need virtio disks or NICs;
-# insmod order matters.
+# Loaded at boot too (insmod order matters), so the guest sees virtio disks and NICs.
 VIRTIO_MODULES = (
     "virtio_ring",
     "virtio",
@@ -70,6 +70,15 @@ dmesg -n 1
 for m in {" ".join(ACPI_MODULES)}; do
     [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko
 done
+for m in {" ".join(VIRTIO_MODULES)}; do
+    [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko
+done
+n=0
+while [ ! -e /dev/vda ] && [ -e /lib/modules/virtio_blk.ko ] && [ $n -lt 10 ]; do
+    sleep 0.05; n=$((n + 1))
+done
+# Proves the disk data path: the first bytes of the first disk, printable only.
+[ -b /dev/vda ] && echo "{DISK_PREFIX} $(head -c 64 /dev/vda | tr -cd 'A-Za-z0-9._-')"
 n=0
 while [ ! -e /dev/input/event0 ] && [ $n -lt 20 ]; do sleep 0.05; n=$((n + 1)); done
 [ -e /dev/input/event0 ] && acpid -c /etc/acpi -l /tmp/acpid.log
@@ -93,7 +102,8 @@ poweroff -f
 # Bump when the layout of the cache or of the initramfs changes.
 _FORMAT = "1"
 _RECIPE = hashlib.sha256(
-    "\0".join((_FORMAT, INIT_SCRIPT, POWER_BUTTON_SCRIPT, *ACPI_MODULES)).encode()
+    "\0".join((_FORMAT, INIT_SCRIPT, POWER_BUTTON_SCRIPT, *ACPI_MODULES,
+               *VIRTIO_MODULES)).encode()
 ).hexdigest()[:12]
 
 
@@ -134,7 +144,8 @@ def build_guest_assets(cache_dir: Path) -> GuestAssets:
         acpi = all(p.is_file() for p in acpi_modules) or _acpi_builtin(kernel_dir)
         initrd = cache_dir / f"initrd-{kver}-{_RECIPE}.img"
         if not initrd.is_file():
-            modules = [p for p in acpi_modules if p.is_file()]
+            wanted = [modules_dir / f"{m}.ko" for m in (*ACPI_MODULES, *VIRTIO_MODULES)]
+            modules = [p for p in wanted if p.is_file()]
             _atomic_write(initrd, build_initramfs(_find_busybox(), modules))
         assets = GuestAssets(
             kernel=_boot_kernel(kernel_dir),
