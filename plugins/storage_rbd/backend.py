@@ -25,6 +25,8 @@ DEFAULT_PORT = 6789
 TIMEOUTS = {"client_mount_timeout": "10", "rados_mon_op_timeout": "10",
             "rados_osd_op_timeout": "30"}
 HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})"
+#: The snapshot every clone of an image is made from (protected while clones exist).
+CLONE_SNAPSHOT = "hvp-clone-base"
 MONITOR_PATTERN = rf"^{HOST}(:[0-9]{{1,5}})?$"
 
 
@@ -141,18 +143,51 @@ class RBDStorage(StorageBackend):
             conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_CEPH,
                                      self.secret_usage).undefine()
 
-    # -- streaming: libvirt's rbd pool has no upload/download, librbd does it -----------
-    @contextlib.contextmanager
-    def _image(self, name: str) -> Iterator[Any]:
+    # -- clones: one protected snapshot per image, then an RBD clone --------------------
+    def _clone(self, pool: libvirt.virStoragePool, source: libvirt.virStorageVol, name: str,
+               size: int) -> libvirt.virStorageVol:
+        """An RBD copy-on-write clone of ``source``, in constant time.
+
+        libvirt's own ``createXMLFrom`` looks for a reusable snapshot by diffing every
+        snapshot against the image, which takes time proportional to the image's size on
+        images without fast-diff; librbd's clone of a fixed protected snapshot does not.
+        """
         if not rados_available():
-            raise Unavailable("streaming RBD volumes needs python3-rados and python3-rbd "
-                              "on the panel's machine", code="rbd_streaming_unavailable")
+            return super()._clone(pool, source, name, size)
         import rbd
 
+        with self._ioctx() as ioctx:
+            with rbd.Image(ioctx, source.name()) as parent:
+                snaps = {snap["name"] for snap in parent.list_snaps()}
+                if CLONE_SNAPSHOT not in snaps:
+                    parent.create_snap(CLONE_SNAPSHOT)
+                if not parent.is_protected_snap(CLONE_SNAPSHOT):
+                    parent.protect_snap(CLONE_SNAPSHOT)
+            try:
+                rbd.RBD().clone(ioctx, source.name(), CLONE_SNAPSHOT, ioctx, name,
+                                features=rbd.RBD_FEATURE_LAYERING)
+            except rbd.ImageExists as exc:
+                raise Invalid(f"volume {name!r} already exists", code="volume_exists") from exc
+        call_libvirt(pool.refresh, 0, what=f"refresh pool {self.pool_name}")
+        return call_libvirt(pool.storageVolLookupByName, name, what=f"find clone {name}")
+
+    # -- streaming: libvirt's rbd pool has no upload/download, librbd does it -----------
+    @contextlib.contextmanager
+    def _ioctx(self) -> Iterator[Any]:
+        """An I/O context on the Ceph pool, through librbd on the panel's machine."""
+        if not rados_available():
+            raise Unavailable("this needs python3-rados and python3-rbd on the panel's "
+                              "machine", code="rbd_library_unavailable")
         with cluster_session(self.monitors, self.options.get("user", "libvirt"),
                              self.options.get("key")) as cluster, \
-                cluster.open_ioctx(self.options.get("pool", "rbd")) as ioctx, \
-                rbd.Image(ioctx, name) as image:
+                cluster.open_ioctx(self.options.get("pool", "rbd")) as ioctx:
+            yield ioctx
+
+    @contextlib.contextmanager
+    def _image(self, name: str) -> Iterator[Any]:
+        import rbd
+
+        with self._ioctx() as ioctx, rbd.Image(ioctx, name) as image:
             yield image
 
     def download(self, conn: libvirt.virConnect, name: str) -> Iterator[bytes]:

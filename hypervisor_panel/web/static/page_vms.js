@@ -100,7 +100,22 @@ async function loadChoices() {
   renderRows();
 }
 
-form.elements.node.addEventListener('change', fillStorages);
+async function fillImages() {
+  const select = form.elements.image;
+  const storage = form.elements.storage.value;
+  let volumes = [];
+  if (storage) {
+    try {
+      volumes = await items(`/storages/${encodeURIComponent(storage)}/volumes`);
+    } catch {
+      volumes = []; // only admins list volumes; others get an empty disk
+    }
+  }
+  fill(select, option('', 'Empty disk'), volumes.map((v) => option(v.name, v.name)));
+}
+
+form.elements.node.addEventListener('change', () => { fillStorages(); fillImages(); });
+form.elements.storage.addEventListener('change', fillImages);
 
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
@@ -108,6 +123,7 @@ form.addEventListener('submit', async (event) => {
   const body = { name: form.elements.name.value.trim(), vm_template: form.elements.vm_template.value };
   if (form.elements.node.value) body.node = form.elements.node.value;
   if (form.elements.storage.value) body.storage = form.elements.storage.value;
+  if (form.elements.image.value) body.image = form.elements.image.value;
   if (form.elements.start.checked) body.start = true;
   const answer = await busy(button, () => post('/vms', body), `Create VM ${body.name}`);
   if (!answer) return;

@@ -22,6 +22,9 @@
     <label>Storage
       <select name="storage" data-testid="vm-storage"><option value="">Node default</option></select>
     </label>
+    <label>Disk from image
+      <select name="image" data-testid="vm-image"><option value="">Empty disk</option></select>
+    </label>
     <label class="check"><input type="checkbox" name="start" data-testid="vm-start-now"> Start after creation</label>
     <div class="form-actions"><button type="submit" class="btn-primary" data-testid="create-vm-submit">Create VM</button></div>
   </form>

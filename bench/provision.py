@@ -1,0 +1,143 @@
+"""Issue 3: provisioning a VM disk from a 2 GiB and a 20 GiB image, on dir and on RBD.
+
+Copy-on-write means the time does not grow with the image: the goal is a 20 GiB / 2 GiB
+time ratio of at most 1.2, and under 1 s each. Measured on the real libvirtd (dir pool,
+qcow2 backing-file clones) and on a real single-node Ceph cluster (RBD clones), twice:
+the storage operation alone (``clone_volume``) and a whole VM creation through the API
+(the task's own start-to-finish time). The images are thin (mostly unwritten); the first
+64 MiB of each hold data so that the clone has something to share.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from hypervisor_panel.panel import Panel
+from hypervisor_panel.storage import GIB
+from hypervisor_panel.web.app import create_app
+from hypervisor_panel.web.server import serve_in_thread
+
+from ._support import ADMIN_PASSWORD, BenchError, JsonClient, Report, fmt_ms, summarize
+
+NAME = "provision"
+GOAL = "VM disk from a 2 GiB vs 20 GiB image (dir, RBD): ratio <= 1.2 and < 1 s each"
+ROUNDS = 5
+MAX_RATIO = 1.2
+LIMIT = 1.0
+SIZES = (2, 20)
+
+
+def _ensure_libvirtd() -> str:
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(["bash", str(repo / "scripts/services/libvirtd.sh"), "start"], check=True,
+                   capture_output=True, timeout=120)
+    return "qemu:///system"
+
+
+def _measure(report: Report, panel: Panel, client: JsonClient, storage: dict,
+             label: str) -> None:
+    node_id = next(iter(storage["nodes"]))
+    conn = panel.nodes.connection(node_id).get()
+    backend = panel.storages.backend(panel.storages.require(storage["id"]))
+    seed = b"HVP-BENCH-IMAGE" * (64 * 1024 * 1024 // 15)
+    for size in SIZES:
+        name = f"img{size}"
+        backend.create_volume(conn, name, size * GIB, "raw" if backend.volume_formats else None)
+        backend.upload(conn, name, _Bytes(seed), len(seed))
+    template = client.call("POST", "/api/v1/vm-templates",
+                           {"name": f"bench-{label}", "memory_mib": 64, "vcpus": 1,
+                            "disk_gib": 1}, expect=(201,))["id"]
+    # Sizes alternate, so both see pools with as many volumes (refresh cost grows with it).
+    clone_times: dict[int, list[float]] = {size: [] for size in SIZES}
+    vm_times: dict[int, list[float]] = {size: [] for size in SIZES}
+    for i in range(ROUNDS):
+        for size in SIZES:
+            started = time.perf_counter()
+            backend.clone_volume(conn, f"img{size}", f"c{size}-{i}")
+            clone_times[size].append(time.perf_counter() - started)
+            body = client.call("POST", "/api/v1/vms", {
+                "name": f"p{label}{size}-{i}", "vm_template": template,
+                "storage": storage["id"], "image": f"img{size}"}, expect=(202,))
+            (task,) = client.wait_tasks([body["task"]["id"]])
+            if task["state"] != "succeeded":
+                raise BenchError(f"VM creation failed: {task['error']}")
+            vm_times[size].append(task["finished"] - task["started"])
+    clone_medians = {size: summarize(clone_times[size]) for size in SIZES}
+    vm_medians = {size: summarize(vm_times[size]) for size in SIZES}
+    for size in SIZES:
+        report.info(f"{label}: clone_volume from a {size} GiB image", clone_medians[size].ms())
+        report.info(f"{label}: VM create task from a {size} GiB image", vm_medians[size].ms())
+    for what, medians in (("clone", clone_medians), ("VM create", vm_medians)):
+        small, big = medians[SIZES[0]].median, medians[SIZES[1]].median
+        ratio = big / small
+        report.check(f"{label}: {what} time 20 GiB / 2 GiB", f"{ratio:.2f}x "
+                     f"({fmt_ms(big)} vs {fmt_ms(small)})", f"<= {MAX_RATIO}x",
+                     ratio <= MAX_RATIO)
+        report.check(f"{label}: {what} from the 20 GiB image", fmt_ms(big), f"< {LIMIT:.0f} s",
+                     big < LIMIT)
+    for vm in client.call("GET", "/api/v1/vms")["items"]:
+        body = client.call("DELETE", f"/api/v1/vms/{vm['id']}", expect=(202,))
+        client.wait_tasks([body["task"]["id"]])
+    for size in SIZES:
+        for i in range(ROUNDS):
+            backend.delete_volume(conn, f"c{size}-{i}")
+    for size in SIZES:
+        backend.delete_volume(conn, f"img{size}")
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def read(self, n: int) -> bytes:
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += len(chunk)
+        return chunk
+
+
+def run(workdir: Path) -> Report:
+    report = Report()
+    workdir.mkdir(parents=True, exist_ok=True)
+    uri = _ensure_libvirtd()
+    tag = uuid.uuid4().hex[:6]
+    panel = Panel(workdir / "data", local_uri=uri, default_storage_path=None)
+    panel.start(admin_password=ADMIN_PASSWORD)
+    server, port = serve_in_thread(create_app(panel))
+    client = JsonClient(port).login()
+    cluster_dir = None
+    try:
+        path = f"/var/lib/libvirt/images/hvp-bench-{tag}"
+        storage = client.call("POST", "/api/v1/storages", {
+            "name": f"bench-{tag}", "backend": "dir", "options": {"path": path}}, expect=(201,))
+        _measure(report, panel, client, storage, "dir")
+        client.call("DELETE", f"/api/v1/storages/{storage['id']}", expect=(204,))
+        subprocess.run(["rm", "-rf", path], check=False)
+        try:
+            from tests.support.ceph import start_ceph
+        except ImportError as exc:
+            raise BenchError(f"RBD part needs tests/support/ceph.py: {exc}") from exc
+        cluster_dir = Path(subprocess.run(["mktemp", "-d", "/tmp/hvpbc-XXXXXX"], check=True,
+                                          capture_output=True, text=True).stdout.strip())
+        started = time.perf_counter()
+        ceph = start_ceph(cluster_dir)
+        report.info("setup: single-node Ceph cluster (memstore OSD)",
+                    fmt_ms(time.perf_counter() - started))
+        storage = client.call("POST", "/api/v1/storages", {
+            "name": f"rbd-{tag}", "backend": "rbd",
+            "options": {"monitors": [ceph.mon_addr], "pool": ceph.pool,
+                        "user": ceph.libvirt_user, "key": ceph.libvirt_key}}, expect=(201,))
+        _measure(report, panel, client, storage, "rbd")
+        client.call("DELETE", f"/api/v1/storages/{storage['id']}", expect=(204,))
+    finally:
+        if cluster_dir is not None:
+            from tests.support.ceph import stop_ceph
+
+            stop_ceph(cluster_dir)
+            subprocess.run(["rm", "-rf", str(cluster_dir)], check=False)
+        client.close()
+        server.stop()
+        panel.close()
+    return report
