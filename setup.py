@@ -38,6 +38,7 @@ setup(
         "apscheduler>=3.10,<4",
         "jsonschema>=4.20",
         "orjson>=3.9",
+        "cryptography>=3.3",
     ],
     extras_require={
         "desktop": ["pywebview[qt]>=5"],

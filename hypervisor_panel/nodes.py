@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
+from .cluster.checks import local_facts
 from .errors import NotFound, Unavailable
 from .virt.capabilities import choose_domain_type, parse_capabilities
 from .virt.connection import NodeConnection
@@ -82,6 +83,7 @@ class NodeManager:
         self._info: dict[str, dict[str, Any]] = {}
         self._probes: dict[str, threading.Event] = {}
         self._stop = threading.Event()
+        self._reconnecting: set[str] = set()
         self._watcher: threading.Thread | None = None
 
     # -- start-up ----------------------------------------------------------------------
@@ -108,7 +110,10 @@ class NodeManager:
 
     def start(self) -> None:
         for node in self.store.all(TABLE):
-            self._connect(node)
+            if node.get("kind") == "ssh":  # remote: never hold up start-up
+                self._reconnect_in_background(node["id"], self._make_conn(node))
+            else:
+                self._connect(node)
         self._watcher = threading.Thread(target=self._watch, name="hvp-nodes", daemon=True)
         self._watcher.start()
 
@@ -117,7 +122,7 @@ class NodeManager:
         for conn in list(self._conns.values()):
             conn.close()
 
-    def _connect(self, node: dict[str, Any]) -> NodeConnection:
+    def _make_conn(self, node: dict[str, Any]) -> NodeConnection:
         conn = NodeConnection(
             node["id"],
             node["uri"],
@@ -125,13 +130,40 @@ class NodeManager:
             on_status=self._status_changed,
         )
         self._conns[node["id"]] = conn
+        return conn
+
+    def remove(self, node_id: str) -> None:
+        """Forget a node: close its connection (its record is deleted by the caller)."""
+        conn = self._conns.pop(node_id, None)
+        if conn is not None:
+            conn.close()
+        self._info.pop(node_id, None)
+
+    def _connect(self, node: dict[str, Any]) -> NodeConnection:
+        conn = self._make_conn(node)
         if conn.open():
             self._connected(node["id"])
         return conn
 
+    def add_connection(self, node: dict[str, Any]) -> NodeConnection:
+        """Connect a node that just joined (its record is already stored)."""
+        return self._connect(node)
+
+    def member_facts(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, facts) of every node, for the compatibility check of a joining node."""
+        out = []
+        for node in self.store.all(TABLE):
+            facts = {**node.get("facts", {}), **self._info.get(node["id"], {})}
+            out.append((node["name"], facts))
+        return out
+
     def _connected(self, node_id: str) -> None:
         """Bring a (re)connected node in line with the cluster: facts, pools, demo domains."""
         self._refresh_info(node_id)
+        node = self.require(node_id)
+        if node.get("kind") == "local" and "facts" not in node:
+            self.store.update(TABLE, node_id, {"facts": {**local_facts(),
+                                                         **self._info[node_id]}})
         self.panel.storages.ensure_on_node(node_id)
         if self._conns[node_id].uri.startswith("test:"):
             # The test driver keeps its state in the connection: replay the panel's VMs.
@@ -146,18 +178,34 @@ class NodeManager:
         while not self._stop.wait(WATCH_INTERVAL):
             do_stats = time.monotonic() - last_stats >= STATS_INTERVAL
             for node_id, conn in list(self._conns.items()):
-                try:
-                    if conn.status != "online" or not conn.alive():
-                        conn.close()
-                        if conn.open():
-                            self._connected(node_id)
-                    elif do_stats:
+                if conn.status != "online" or not conn.alive():
+                    self._reconnect_in_background(node_id, conn)
+                elif do_stats:
+                    try:
                         conn.refresh()
                         self._refresh_info(node_id)
-                except Exception:
-                    log.exception("node %s watch failed", node_id)
+                    except Exception:
+                        log.exception("node %s stats failed", node_id)
             if do_stats:
                 last_stats = time.monotonic()
+
+    def _reconnect_in_background(self, node_id: str, conn: NodeConnection) -> None:
+        """One thread per node: an unreachable node never delays the others."""
+        if node_id in self._reconnecting:
+            return
+        self._reconnecting.add(node_id)
+
+        def attempt() -> None:
+            try:
+                conn.close()
+                if conn.open():
+                    self._connected(node_id)
+            except Exception:
+                log.exception("node %s reconnect failed", node_id)
+            finally:
+                self._reconnecting.discard(node_id)
+
+        threading.Thread(target=attempt, name=f"hvp-reconnect-{node_id}", daemon=True).start()
 
     # -- per-node facts --------------------------------------------------------------
     def _refresh_info(self, node_id: str) -> None:
@@ -229,6 +277,11 @@ class NodeManager:
     def online_ids(self) -> list[str]:
         return [nid for nid, c in self._conns.items() if c.status == "online"]
 
+    def placeable_ids(self) -> list[str]:
+        """Online nodes that take new VMs (not in maintenance)."""
+        maintenance = {n["id"] for n in self.store.find(TABLE, maintenance=True)}
+        return [nid for nid in self.online_ids() if nid not in maintenance]
+
     def info(self, node_id: str) -> dict[str, Any]:
         return self._info.get(node_id, {})
 
@@ -237,6 +290,8 @@ class NodeManager:
         out = {k: v for k, v in node.items() if k not in ("password", "ssh_private_key")}
         out["status"] = conn.status if conn else "offline"
         out["status_reason"] = conn.error if conn else "not connected"
+        if node.get("maintenance") and out["status"] == "online":
+            out["status"], out["status_reason"] = "maintenance", node.get("maintenance_reason")
         out["resources"] = self._info.get(node["id"], {})
         if conn is not None:
             states = [d.state for d in conn.domains.values()]

@@ -14,6 +14,8 @@ from typing import Any
 import pluggy
 
 from .auth import Auth
+from .cluster.join import NodeJoiner
+from .cluster.migration import Migrator
 from .errors import PluginLoadError
 from .nodes import NodeManager
 from .plugins import get_plugin_manager
@@ -64,6 +66,8 @@ class Panel:
         self.vm_templates = VMTemplateService(self)
         self.vms = VMService(self)
         self.nodes = NodeManager(self, local_uri)
+        self.joiner = NodeJoiner(self)
+        self.migrator = Migrator(self)
         self._event_count = 0
         self.started = False
 
@@ -107,6 +111,10 @@ class Panel:
         self.nodes.close()
         self.tasks.shutdown(wait=False)
         self.store.close()
+
+    def settings(self) -> dict[str, Any]:
+        """Cluster-wide settings (``memory_overcommit``, ...)."""
+        return self.store.get("settings", "cluster") or {}
 
     # -- events ------------------------------------------------------------------------
     def emit(self, kind: str, subject: str | None, actor: str | None = None, **data: Any):

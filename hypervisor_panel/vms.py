@@ -162,7 +162,7 @@ class VMService:
         if template is None:
             raise Invalid(f"VM template {data['vm_template']!r} not found",
                           code="vm_template_not_found")
-        node_id = data.get("node") or self._place(template)
+        node_id = data.get("node") or self.place(template, data.get("storage"))
         node = self.store.get("nodes", node_id)
         if node is None:
             raise Invalid(f"node {node_id!r} not found", code="node_not_found")
@@ -226,14 +226,31 @@ class VMService:
         self.panel.emit("vm.create", vm["id"], actor=user["id"], name=vm["name"])
         return task
 
-    def _place(self, template: dict[str, Any]) -> str:
-        best, best_free = None, -1
-        for node_id in self.panel.nodes.online_ids():
-            free = self.panel.nodes.info(node_id).get("free_memory_mib") or 0
-            if free > best_free:
-                best, best_free = node_id, free
+    def place(self, template: dict[str, Any], storage_id: str | None,
+              exclude: set[str] | frozenset[str] = frozenset()) -> str:
+        """The online node (not in maintenance) with the most memory left for VMs.
+
+        Memory left = node RAM x the cluster's overcommit ratio - RAM of the VMs placed on
+        it; only nodes where the storage is active count.
+        """
+        ratio = float(self.panel.settings().get("memory_overcommit", 1.0))
+        placed: dict[str, int] = {}
+        for vm in self.store.all(TABLE):
+            placed[vm["node"]] = placed.get(vm["node"], 0) + vm["memory_mib"]
+        storage = self.store.get("storages", storage_id) if storage_id else None
+        best, best_left = None, None
+        for node_id in self.panel.nodes.placeable_ids():
+            if node_id in exclude:
+                continue
+            if storage is not None and node_id not in storage.get("nodes", {}):
+                continue
+            total = self.panel.nodes.info(node_id).get("memory_mib") or 0
+            left = int(total * ratio) - placed.get(node_id, 0)
+            if left >= template["memory_mib"] and (best_left is None or left > best_left):
+                best, best_left = node_id, left
         if best is None:
-            raise Unavailable("no node is online", code="no_node_online")
+            raise Unavailable(f"no online node has {template['memory_mib']} MiB of RAM left "
+                              f"for a VM (overcommit ratio {ratio})", code="no_capacity")
         return best
 
     def _default_storage(self, node_id: str) -> str | None:
@@ -396,6 +413,11 @@ class VMService:
             "destroy": (EMPTY_SCHEMA, self._destroy, ("running", "paused", "stopping",
                                                       "crashed")),
         }
+        if action == "migrate":
+            task = self.panel.migrator.submit(vm_id, body, user)
+            self.panel.emit("vm.migrate", vm_id, actor=user["id"], name=vm["name"],
+                            to=body.get("node"))
+            return task
         if action not in handlers:
             raise NotFound(f"unknown action {action!r}", code="unknown_action")
         schema, func, allowed = handlers[action]
@@ -512,6 +534,18 @@ class VMService:
         with self._index_lock:
             self._index().pop(vm["uuid"], None)
         return {"kept_disks": kept}
+
+    def expect_move(self, dom_uuid: str, done: bool = False) -> None:
+        """Domain events of a migration are the panel's own doing, not outside changes."""
+        for expected in (self._expect_define, self._expect_undefine):
+            if done:
+                expected.discard(dom_uuid)
+            else:
+                expected.add(dom_uuid)
+
+    def undefine_for_move(self, conn: libvirt.virConnect, vm: dict[str, Any]) -> None:
+        """Remove the source definition after an offline move (disks handled by the caller)."""
+        self._undefine(conn, vm)
 
     def _undefine(self, conn: libvirt.virConnect, vm: dict[str, Any]) -> None:
         try:

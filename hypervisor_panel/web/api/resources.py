@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...cluster.join import CREATE_SCHEMA as NODE_CREATE
+from ...cluster.join import HOST_KEY_REQUEST
 from ...errors import Conflict
 from ...storages import CREATE_SCHEMA as STORAGE_CREATE
 from ...vm_templates import CREATE_SCHEMA as TEMPLATE_CREATE
 from ...vm_templates import PATCH_SCHEMA as TEMPLATE_PATCH
-from ..router import ApiRequest, created
+from ..router import ApiRequest, accepted, created
 
 if TYPE_CHECKING:
     from ...panel import Panel
@@ -21,7 +24,18 @@ NODE_PATCH = {
         "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"},
         "domain_type": {"enum": ["auto", "kvm", "qemu"],
                         "description": "auto: kvm where it works, else qemu (TCG)"},
+        "maintenance": {"type": "boolean",
+                        "description": "no new VMs are placed on a node in maintenance"},
+        "maintenance_reason": {"type": "string", "maxLength": 200},
     },
+}
+SETTINGS = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {"memory_overcommit": {
+        "type": "number", "minimum": 0.5, "maximum": 10,
+        "description": "RAM that placement may promise, as a multiple of a node's RAM"}},
 }
 STORAGE_PATCH = {
     "type": "object",
@@ -39,6 +53,48 @@ def register(panel: Panel) -> None:
     def nodes(req: ApiRequest) -> dict[str, Any]:
         return {"items": [panel.nodes.public(n) for n in panel.store.all("nodes")]}
 
+    @api.route("/nodes/host-key", "POST", summary="Read a host's SSH key for confirmation",
+               role="admin", body=HOST_KEY_REQUEST, tags=("nodes",))
+    def host_key(req: ApiRequest) -> dict[str, Any]:
+        return panel.joiner.host_key(req.body)
+
+    @api.route("/nodes", "POST", summary="Add a node over SSH (202 + task)", role="admin",
+               body=NODE_CREATE, tags=("nodes",))
+    def add_node(req: ApiRequest):
+        return accepted(panel.joiner.submit(req.body, req.user))
+
+    @api.route("/nodes/<node_id>", "DELETE", summary="Remove a node without VMs", status=204,
+               role="admin", tags=("nodes",))
+    def delete_node(req: ApiRequest, node_id: str) -> None:
+        node = panel.nodes.require(node_id)
+        vms = panel.store.find("vms", node=node_id)
+        if vms:
+            raise Conflict(f"node {node['name']!r} still has {len(vms)} VM(s); migrate or "
+                           "delete them first", code="node_has_vms")
+        if panel.store.count("nodes") == 1:
+            raise Conflict("the last node cannot be removed", code="last_node")
+        panel.nodes.remove(node_id)
+        panel.store.delete("nodes", node_id)
+        for key in ("known_hosts",) + (("keyfile",) if node.get("keyfile", "").endswith(
+                f"node-{node_id}.key") else ()):
+            if node.get(key):
+                Path(node[key]).unlink(missing_ok=True)
+        panel.emit("node.delete", node_id, actor=req.user["id"], name=node["name"])
+
+    @api.route("/settings", summary="Cluster settings", tags=("settings",))
+    def settings(req: ApiRequest) -> dict[str, Any]:
+        return {"memory_overcommit": 1.0, **panel.settings()}
+
+    @api.route("/settings", "PATCH", summary="Change cluster settings", role="admin",
+               body=SETTINGS, tags=("settings",))
+    def patch_settings(req: ApiRequest) -> dict[str, Any]:
+        with panel.store.locked():
+            if panel.store.get("settings", "cluster"):
+                panel.store.update("settings", "cluster", req.body)
+            else:
+                panel.store.insert("settings", {"id": "cluster", **req.body})
+        return settings(req)
+
     @api.route("/nodes/<node_id>", summary="One node", tags=("nodes",))
     def node(req: ApiRequest, node_id: str) -> dict[str, Any]:
         return panel.nodes.public(panel.nodes.require(node_id))
@@ -53,7 +109,11 @@ def register(panel: Panel) -> None:
                 if other and other["id"] != node_id:
                     raise Conflict(f"node {req.body['name']!r} already exists",
                                    code="already_exists")
+            before = panel.nodes.require(node_id)
             updated = panel.store.update("nodes", node_id, req.body)
+        if req.body.get("maintenance") and not before.get("maintenance"):
+            task = panel.migrator.evacuate(node_id, req.user)
+            return {**panel.nodes.public(updated), "task": task}
         return panel.nodes.public(updated)
 
     # -- VM templates --------------------------------------------------------------------

@@ -41,10 +41,21 @@ def register(panel: Panel) -> None:
         return accepted(vms.delete(vm_id, req.user, keep_disks=keep in ("true", "1")))
 
     @api.route("/vms/<vm_id>/actions/<action>", "POST",
-               summary="start | stop {timeout, force} | reboot {force} | destroy (202 + task)",
+               summary="start | stop {timeout, force} | reboot {force} | destroy | "
+                       "migrate {node} (202 + task)",
                tags=("vms",))
     def vm_action(req: ApiRequest, vm_id: str, action: str):
         return accepted(vms.action(vm_id, action, req.body, req.user))
+
+    @api.route("/vms/<vm_id>/migration-check", summary="Why a migration to ?node= would fail",
+               tags=("vms",), query={"node": "target node id"})
+    def migration_check(req: ApiRequest, vm_id: str) -> dict[str, Any]:
+        vm = vms.require(vm_id, req.user)
+        target = req.query.get("node")
+        if not target:
+            raise BadRequest("give the target node as ?node=ID", code="bad_query")
+        problems = panel.migrator.problems(vm, target)
+        return {"ok": not problems, "problems": problems}
 
     @api.route("/vms/<vm_id>/console", summary="The tail of the VM's serial console log",
                tags=("vms",))

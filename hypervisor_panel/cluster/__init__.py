@@ -1,0 +1,1 @@
+"""Cluster nodes reached over SSH: host-key pinning, node checks, joining."""

@@ -1,0 +1,168 @@
+"""Adding a node: confirm its host key, log in, check it fits, then reach its libvirt.
+
+Nothing is kept unless every step passed: no half-added node. A password is used only to
+install the panel's own key and is never stored; a given private key is kept in a file
+readable by root only and never returned by the API.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from ..errors import Conflict, Invalid
+from ..tasks import TaskContext
+from ..validation import NAME, validate
+from . import checks, ssh
+from .keys import panel_key, write_secret_file
+
+if TYPE_CHECKING:
+    from ..panel import Panel
+
+HOST_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$|^[0-9a-fA-F:]{2,39}$"
+FINGERPRINT = {"type": "string", "pattern": r"^SHA256:[A-Za-z0-9+/]{43}$",
+               "description": "the SHA256 fingerprint you confirmed (from /nodes/host-key)"}
+HOST_KEY_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["host"],
+    "properties": {"host": {"type": "string", "pattern": HOST_PATTERN},
+                   "port": {"type": "integer", "minimum": 1, "maximum": 65535}},
+}
+CREATE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "host", "host_key_fingerprint"],
+    "properties": {
+        "name": NAME,
+        "host": {"type": "string", "pattern": HOST_PATTERN},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 22},
+        "username": {"type": "string", "pattern": r"^[a-z_][a-z0-9_-]{0,31}$",
+                     "default": "root"},
+        "ssh_private_key": {"type": "string", "maxLength": 16384, "writeOnly": True},
+        "password": {"type": "string", "maxLength": 1024, "writeOnly": True,
+                     "description": "used once to install the panel's key, never stored"},
+        "host_key_fingerprint": FINGERPRINT,
+        "libvirt_socket": {"type": "string", "pattern": r"^/[A-Za-z0-9._/-]{1,200}$",
+                           "description": "libvirtd socket on the node, if not the default"},
+        "migration_host": {"type": "string", "pattern": HOST_PATTERN,
+                           "description": "address other nodes use for migration "
+                                          "(default: host)"},
+    },
+    "oneOf": [{"required": ["ssh_private_key"]}, {"required": ["password"]}],
+}
+
+
+def libvirt_uri(node: dict[str, Any]) -> str:
+    """``qemu+ssh://`` with the pinned known_hosts file and the key: libvirt's own transport."""
+    params = {"keyfile": node["keyfile"], "known_hosts": node["known_hosts"], "no_tty": "1"}
+    if node.get("libvirt_socket"):
+        params["socket"] = node["libvirt_socket"]
+    host = f"[{node['host']}]" if ":" in node["host"] else node["host"]
+    query = urllib.parse.urlencode(params, safe="/")
+    return f"qemu+ssh://{node['username']}@{host}:{node['port']}/system?{query}"
+
+
+class NodeJoiner:
+    """Runs the node-add flow as a task."""
+
+    def __init__(self, panel: Panel) -> None:
+        self.panel = panel
+        self.ssh_dir = panel.data_dir / "ssh"
+
+    def host_key(self, data: dict[str, Any]) -> dict[str, Any]:
+        validate(data, HOST_KEY_REQUEST, "host-key request")
+        key = ssh.fetch_host_key(data["host"], data.get("port", 22))
+        return {"host": data["host"], "port": data.get("port", 22), "key_type": key.key_type,
+                "fingerprint": key.fingerprint, "public_key": key.line}
+
+    def submit(self, data: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+        validate(data, CREATE_SCHEMA, "node")
+        data = {"port": 22, "username": "root", **data}
+        store = self.panel.store
+        with store.locked():
+            if store.find_one("nodes", name=data["name"]):
+                raise Conflict(f"node {data['name']!r} already exists", code="already_exists")
+            if store.find_one("nodes", host=data["host"], port=data["port"]):
+                raise Conflict(f"{data['host']}:{data['port']} is already a node of this "
+                               "cluster", code="node_exists")
+        if "ssh_private_key" in data:
+            ssh.load_private_key(data["ssh_private_key"])  # fail now on a bad key
+        return self.panel.tasks.submit(
+            "node.add", lambda ctx: self._join(ctx, data), title=f"Add node {data['name']}",
+            owner=user["id"], lock_key=f"node-add:{data['host']}:{data['port']}")
+
+    def _join(self, ctx: TaskContext, data: dict[str, Any]) -> dict[str, Any]:
+        node_id = uuid.uuid4().hex[:12]
+        host, port, username = data["host"], data["port"], data["username"]
+        written: list[Path] = []
+        try:
+            ctx.progress(5, f"reading the host key of {host}:{port}")
+            seen = ssh.fetch_host_key(host, port)
+            if seen.fingerprint != data["host_key_fingerprint"]:
+                raise Invalid(f"the host key of {host}:{port} is {seen.fingerprint}, not the "
+                              f"confirmed {data['host_key_fingerprint']}",
+                              code="host_key_mismatch")
+            if "password" in data:
+                keyfile, public_line = panel_key(self.ssh_dir)
+                ctx.progress(15, "installing the panel's SSH key with the password")
+                with ssh.session(host, port, username, seen,
+                                 password=data["password"]) as client:
+                    ssh.install_key(client, public_line)
+                pkey_text = keyfile.read_text()
+            else:
+                keyfile = self.ssh_dir / f"node-{node_id}.key"
+                pkey_text = data["ssh_private_key"]
+                write_secret_file(keyfile, pkey_text)
+                written.append(keyfile)
+            ctx.progress(30, "checking the node over SSH")
+            with ssh.session(host, port, username, seen,
+                             pkey=ssh.load_private_key(pkey_text)) as client:
+                facts = checks.ssh_facts(client)
+            known_hosts = self.ssh_dir / f"known_hosts-{node_id}"
+            write_secret_file(known_hosts, seen.known_hosts_line(host, port))
+            written.append(known_hosts)
+            node = {
+                "id": node_id, "name": data["name"], "kind": "ssh", "host": host,
+                "port": port, "username": username, "keyfile": str(keyfile),
+                "known_hosts": str(known_hosts), "host_key": seen.line,
+                "host_key_fingerprint": seen.fingerprint,
+                "libvirt_socket": data.get("libvirt_socket"),
+                "migration_host": data.get("migration_host", host),
+                "domain_type": "auto", "kvm_usable": None, "maintenance": False,
+                "created": time.time(),
+            }
+            node["uri"] = libvirt_uri(node)
+            ctx.progress(50, "connecting to libvirt over SSH")
+            try:
+                conn = libvirt.open(node["uri"])
+            except libvirt.libvirtError as exc:
+                raise Invalid(f"libvirt on {host} is not reachable over SSH: "
+                              f"{(exc.get_error_message() or str(exc)).strip()}",
+                              code="libvirt_unreachable") from exc
+            try:
+                facts.update(checks.libvirt_facts(conn))
+            finally:
+                conn.close()
+            ctx.log(f"{facts['os_name']}, libvirt {facts['libvirt_version']}, QEMU "
+                    f"{facts['hypervisor_version']}, {facts['cpus']} CPUs, "
+                    f"{facts['memory_mib']} MiB")
+            problems = checks.compatibility_problems(facts, self.panel.nodes.member_facts())
+            if problems:
+                raise Invalid("the node does not match the cluster: " + "; ".join(problems),
+                              code="node_incompatible", details=problems)
+            node["facts"] = facts
+            ctx.progress(80, "defining the cluster's storages on the node")
+            self.panel.store.insert("nodes", node)
+            self.panel.nodes.add_connection(node)
+            self.panel.emit("node.add", node_id, actor=None, name=node["name"])
+            return {"node": node_id}
+        except Exception:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
