@@ -149,7 +149,7 @@ class TaskManager:
         except TaskCancelled:
             final = {"state": "cancelled", "error": {"code": "cancelled", "message": "cancelled"}}
         except PanelError as exc:
-            final = {"state": "failed", "error": {"code": exc.code, "message": exc.message}}
+            final = {"state": "failed", "error": exc.to_dict()["error"]}
         except Exception as exc:  # a task must end with a clear error, whatever happened
             log.error("task %s failed:\n%s", task_id, traceback.format_exc())
             final = {

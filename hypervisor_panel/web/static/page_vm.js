@@ -1,11 +1,11 @@
 // One VM: state, facts, stats, disks, lifecycle buttons, the last task and the serial console.
 
-import { ApiError, FINAL_STATES, get, items } from './api.js';
+import { ApiError, FINAL_STATES, get, items, post } from './api.js';
 import {
   $, badge, definitionList, el, fill, fmtBytes, fmtDuration, fmtGiB, fmtMiB, fmtTime, progressBar,
 } from './dom.js';
 import { actionButtons, submitAction } from './vm_actions.js';
-import { busy, changed, every, followTask, showError, showNotice } from './ui.js';
+import { busy, changed, clearError, every, followTask, showError, showNotice } from './ui.js';
 
 const root = $('#vm');
 const vmId = root.dataset.vmId;
@@ -17,6 +17,13 @@ let followed = null; // id of the task this page is following
 let gone = false;
 
 const nameOf = (list, id) => (list.find((x) => x.id === id) || {}).name || id || '—';
+
+/** A failed task's ``error`` object as an ApiError, so the alert shows its message. */
+function taskError(task) {
+  const error = task.error || {};
+  return new ApiError(0, error.code, error.message || 'the task failed',
+    (error.details || []).filter((d) => d && typeof d === 'object' && d.message));
+}
 
 const STAT_LABELS = {
   cpu_time_ns: ['CPU time', (v) => fmtDuration(v / 1e9)],
@@ -35,7 +42,7 @@ function renderVM() {
   problem.hidden = !vm.problem;
   fill($('[data-testid="vm-actions"]'), actionButtons(vm, {
     disabled: Boolean(followed), onClick: (spec, button) => act(spec, button),
-  }));
+  }), migrateButton());
   definitionList($('[data-testid="vm-facts"]'), [
     ['State', badge(vm.state)],
     ['Node', nameOf(lookups.nodes, vm.node)],
@@ -86,7 +93,8 @@ function renderTask(task) {
       duration ? el('span', { class: 'muted' }, duration) : null,
       el('a', { href: '/tasks', class: 'muted' }, 'all tasks')),
     progressBar(task.progress, { tone: `task-${task.state}`, testid: 'task-progress', label: task.name }),
-    task.error ? el('p', { class: 'error-text', testid: 'task-error' }, task.error) : null,
+    task.error ? el('p', { class: 'error-text', testid: 'task-error' },
+      typeof task.error === 'object' ? task.error.message || task.error.code : task.error) : null,
     el('pre', { class: 'log', testid: 'task-log' }, log.length ? log.join('\n') : '(no log lines)'));
 }
 
@@ -105,6 +113,10 @@ async function follow(task) {
     final = null;
   } finally {
     followed = null;
+  }
+  if (final && final.state === 'failed') showError(taskError(final), final.name || 'Task');
+  if (final && final.kind === 'vm.migrate' && final.state === 'succeeded') {
+    lookups.nodes = await items('/nodes').catch(() => lookups.nodes);
   }
   if (final && final.kind === 'vm.delete' && final.state === 'succeeded') {
     showNotice(`${vm.name} was deleted`);
@@ -147,6 +159,125 @@ async function load() {
   renderVM();
   await loadTasks();
 }
+
+// -- migration to another node --------------------------------------------------------------
+const migratePanel = $('[data-testid="migrate-panel"]');
+const migrateTarget = $('[data-testid="migrate-target"]', migratePanel);
+const migrateResult = $('[data-testid="migrate-result"]', migratePanel);
+const migrateSubmit = $('[data-testid="migrate-submit"]', migratePanel);
+const migrateCheckButton = $('[data-testid="migrate-check"]', migratePanel);
+
+function migrateButton() {
+  const single = lookups.nodes.length < 2;
+  const busyState = ['creating', 'deleting'].includes(vm.state);
+  return el('button', {
+    type: 'button', testid: 'vm-migrate', 'aria-expanded': String(!migratePanel.hidden),
+    disabled: single || busyState || Boolean(followed),
+    title: single ? 'The cluster has a single node: add a node to migrate VMs'
+      : 'Move the VM to another node',
+    onclick: () => openMigrate(),
+  }, 'Migrate…');
+}
+
+const nodeLabel = (n) => {
+  const reason = n.status !== 'online' && n.status_reason ? ` (${n.status_reason})` : '';
+  return `${n.name} — ${n.status}${reason}`;
+};
+
+function closeMigrate() {
+  migratePanel.hidden = true;
+  const button = $('[data-testid="vm-migrate"]');
+  if (button) button.setAttribute('aria-expanded', 'false');
+}
+
+function resetMigrateResult() {
+  migrateResult.hidden = true;
+  migrateResult.className = 'migrate-result';
+  fill(migrateResult);
+}
+
+function showProblems(target, problems) {
+  migrateResult.className = 'migrate-result migrate-bad';
+  fill(migrateResult,
+    el('strong', { testid: 'migrate-refused' }, `${vm.name} cannot move to ${target.name}:`),
+    el('ul', { class: 'problems' }, problems.map((p) => el('li', { testid: 'migrate-problem' }, p))));
+  migrateResult.hidden = false;
+}
+
+async function openMigrate() {
+  clearError();
+  migratePanel.hidden = false;
+  const button = $('[data-testid="vm-migrate"]');
+  if (button) button.setAttribute('aria-expanded', 'true');
+  try {
+    lookups.nodes = await items('/nodes');
+  } catch (error) {
+    showError(error, 'Loading nodes');
+  }
+  const previous = migrateTarget.value;
+  const others = lookups.nodes.filter((n) => n.id !== vm.node);
+  const rank = (n) => (n.status === 'online' ? 0 : n.status === 'maintenance' ? 1 : 2);
+  others.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name));
+  fill(migrateTarget, others.length ? others.map((n) => el('option', {
+    value: n.id, dataset: { status: n.status }, selected: n.id === previous,
+  }, nodeLabel(n))) : el('option', { value: '' }, 'no other node'));
+  migrateTarget.disabled = !others.length;
+  migrateCheckButton.disabled = !others.length;
+  migrateSubmit.disabled = !others.length || Boolean(followed);
+  resetMigrateResult();
+  migrateTarget.focus();
+}
+
+const chosenTarget = () => lookups.nodes.find((n) => n.id === migrateTarget.value);
+
+async function checkMigration() {
+  const target = chosenTarget();
+  if (!target) return;
+  const answer = await busy(migrateCheckButton, () =>
+    get(`${path}/migration-check?node=${encodeURIComponent(target.id)}`), 'Migration check');
+  if (!answer || migrateTarget.value !== target.id) return;
+  if (answer.ok) {
+    migrateResult.className = 'migrate-result migrate-ok';
+    fill(migrateResult, el('strong', { testid: 'migrate-ok' }, `✓ ${target.name} can take ${vm.name}.`),
+      ' ', vm.state === 'running' ? 'It moves while it runs (live migration).'
+        : 'It is not running: its definition and disks move.');
+    migrateResult.hidden = false;
+  } else {
+    showProblems(target, answer.problems || []);
+  }
+}
+
+async function migrate() {
+  const target = chosenTarget();
+  if (!target) return;
+  let task = null;
+  migrateSubmit.disabled = true;
+  clearError();
+  try {
+    task = (await post(`${path}/actions/migrate`, { node: target.id })).task;
+  } catch (error) {
+    if (error instanceof ApiError && error.code === 'migration_refused') {
+      showProblems(target, error.details.length ? error.details.map(String) : [error.message]);
+    } else {
+      showError(error, `Migrate ${vm.name}`);
+    }
+    return;
+  } finally {
+    if (!task) migrateSubmit.disabled = false;
+  }
+  closeMigrate();
+  showNotice(`Migrating ${vm.name} to ${target.name}…`);
+  const final = await follow(task);
+  if (final && final.state === 'succeeded') {
+    showNotice(`${vm.name} now runs on ${nameOf(lookups.nodes, vm.node)}`);
+  }
+}
+
+migrateTarget.addEventListener('change', resetMigrateResult);
+migrateCheckButton.addEventListener('click', checkMigration);
+migrateSubmit.addEventListener('click', migrate);
+$('[data-testid="migrate-cancel"]', migratePanel).addEventListener('click', closeMigrate);
+$('[data-testid="migrate-close"]', migratePanel).addEventListener('click', closeMigrate);
 
 // -- serial console ------------------------------------------------------------------------
 const consoleBox = $('[data-testid="console"]');

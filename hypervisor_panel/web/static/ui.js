@@ -17,15 +17,19 @@ if (alertBox) {
 export function showError(error, context) {
   if (!alertBox) return;
   const body = $('.alert-body', alertBox);
-  const message = error instanceof Error ? error.message : String(error);
+  // An ApiError, an Error, a task's {code, message, details} error, or a string.
+  const plain = error && !(error instanceof Error) && typeof error === 'object';
+  const message = error instanceof Error || plain ? error.message : String(error);
   const parts = [el('strong', null, context ? `${context}: ` : 'Error: '), message];
-  if (error instanceof ApiError && error.code) {
-    parts.push(' ', el('code', { class: 'error-code', testid: 'alert-code' }, error.code));
+  const code = error instanceof ApiError || plain ? error.code : null;
+  if (code) {
+    parts.push(' ', el('code', { class: 'error-code', testid: 'alert-code' }, code));
   }
-  const details = error instanceof ApiError ? error.details : [];
+  const details = (error instanceof ApiError || plain) && Array.isArray(error.details)
+    ? error.details : [];
   if (details.length) {
-    parts.push(el('ul', { class: 'alert-details' }, details.map((d) =>
-      el('li', null, d.field ? `${d.field}: ${d.message}` : d.message))));
+    parts.push(el('ul', { class: 'alert-details' }, details.map((d) => el('li', null,
+      typeof d === 'string' ? d : (d.field ? `${d.field}: ${d.message}` : d.message)))));
   }
   fill(body, parts);
   alertBox.hidden = false;

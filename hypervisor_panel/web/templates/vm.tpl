@@ -7,6 +7,23 @@
     <div class="actions" data-testid="vm-actions"></div>
   </div>
   <p class="warning" data-testid="vm-problem" hidden></p>
+  <section class="card migrate-panel" data-testid="migrate-panel" aria-labelledby="migrate-heading" hidden>
+    <div class="card-head">
+      <h2 id="migrate-heading">Migrate to another node</h2>
+      <button type="button" class="alert-close" aria-label="Close" data-testid="migrate-close">×</button>
+    </div>
+    <p class="help">A running VM moves live (its disks are copied when their storage is not shared);
+      a stopped VM moves its definition and disks. The VM keeps its name, addresses and disks.</p>
+    <div class="migrate-row">
+      <label>Target node
+        <select data-testid="migrate-target"></select>
+      </label>
+      <button type="button" data-testid="migrate-check">Check</button>
+      <button type="button" class="btn-primary" data-testid="migrate-submit">Migrate</button>
+      <button type="button" data-testid="migrate-cancel">Cancel</button>
+    </div>
+    <div class="migrate-result" data-testid="migrate-result" aria-live="polite" hidden></div>
+  </section>
   <div class="grid grid-2">
     <section class="card">
       <h2>Overview</h2>
