@@ -49,9 +49,16 @@ def register(panel: Panel) -> None:
     api = panel.api
 
     # -- nodes -------------------------------------------------------------------------
+    def node_view(req: ApiRequest, node: dict[str, Any]) -> dict[str, Any]:
+        """Admins see everything; users see which nodes exist and their state."""
+        public = panel.nodes.public(node)
+        if req.is_admin:
+            return public
+        return {k: public[k] for k in ("id", "name", "status", "kind")}
+
     @api.route("/nodes", summary="Nodes with status and resources", tags=("nodes",))
     def nodes(req: ApiRequest) -> dict[str, Any]:
-        return {"items": [panel.nodes.public(n) for n in panel.store.all("nodes")]}
+        return {"items": [node_view(req, n) for n in panel.store.all("nodes")]}
 
     @api.route("/nodes/host-key", "POST", summary="Read a host's SSH key for confirmation",
                role="admin", body=HOST_KEY_REQUEST, tags=("nodes",))
@@ -97,7 +104,7 @@ def register(panel: Panel) -> None:
 
     @api.route("/nodes/<node_id>", summary="One node", tags=("nodes",))
     def node(req: ApiRequest, node_id: str) -> dict[str, Any]:
-        return panel.nodes.public(panel.nodes.require(node_id))
+        return node_view(req, panel.nodes.require(node_id))
 
     @api.route("/nodes/<node_id>", "PATCH", summary="Rename a node or set its domain type",
                role="admin", body=NODE_PATCH, tags=("nodes",))
