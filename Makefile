@@ -12,7 +12,7 @@ TEST_DEBS := libvirt-daemon-system libvirt-daemon libvirt-daemon-driver-qemu \
 	qemu-system-x86 qemu-utils dnsmasq-base iptables busybox-static cpio lvm2 \
 	nfs-ganesha nfs-ganesha-vfs libnfs-utils \
 	ceph-mon ceph-osd ceph-mgr ceph-common python3-rbd python3-rados \
-	libvirt-daemon-driver-storage-rbd qemu-block-extra \
+	libvirt-daemon-driver-storage-rbd qemu-block-extra openssh-server netcat-openbsd \
 	xvfb xauth imagemagick chromium fonts-dejavu-core libxml2-utils \
 	libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
 	libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 \

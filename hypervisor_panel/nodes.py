@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
+from .cluster import ssh
 from .cluster.checks import local_facts
-from .errors import NotFound, Unavailable
+from .errors import NotFound, PanelError, Unavailable
 from .virt.capabilities import choose_domain_type, parse_capabilities
 from .virt.connection import NodeConnection
 
@@ -131,6 +132,22 @@ class NodeManager:
         )
         self._conns[node["id"]] = conn
         return conn
+
+    def file_readable(self, node_id: str, path: str) -> bool:
+        """Whether ``path`` is a readable file on the node (over SSH for remote nodes)."""
+        node = self.require(node_id)
+        if node.get("kind") != "ssh":
+            return Path(path).is_file()
+        key_type, blob = node["host_key"].split()[:2]
+        pinned = ssh.HostKey(key_type, blob)
+        pkey = ssh.load_private_key(Path(node["keyfile"]).read_text())
+        with ssh.session(node["host"], node["port"], node["username"], pinned,
+                         pkey=pkey) as client:
+            try:
+                ssh.run(client, ["test", "-f", path, "-a", "-r", path])
+            except PanelError:
+                return False
+        return True
 
     def remove(self, node_id: str) -> None:
         """Forget a node: close its connection (its record is deleted by the caller)."""

@@ -59,13 +59,20 @@ CREATE_SCHEMA = {
 
 
 def libvirt_uri(node: dict[str, Any]) -> str:
-    """``qemu+ssh://`` with the pinned known_hosts file and the key: libvirt's own transport."""
-    params = {"keyfile": node["keyfile"], "known_hosts": node["known_hosts"], "no_tty": "1"}
+    """libvirt's own SSH transport, with the panel's key and the pinned host key.
+
+    ``qemu+libssh2`` checks ``known_hosts`` itself (the OpenSSH-based ``qemu+ssh`` ignores
+    that parameter and would read ~/.ssh/known_hosts); an unknown or changed key is
+    refused. A custom libvirt socket on the node is reached with ``nc -U`` (proxy=netcat).
+    """
+    params = {"keyfile": node["keyfile"], "known_hosts": node["known_hosts"],
+              "sshauth": "privkey"}
     if node.get("libvirt_socket"):
         params["socket"] = node["libvirt_socket"]
+        params["proxy"] = "netcat"
     host = f"[{node['host']}]" if ":" in node["host"] else node["host"]
     query = urllib.parse.urlencode(params, safe="/")
-    return f"qemu+ssh://{node['username']}@{host}:{node['port']}/system?{query}"
+    return f"qemu+libssh2://{node['username']}@{host}:{node['port']}/system?{query}"
 
 
 class NodeJoiner:

@@ -79,8 +79,17 @@ class Migrator:
             elif storage.get("nodes", {}).get(target_id, {}).get("state") != "active":
                 out.append(f"storage {storage['name']!r} is not active on node "
                            f"{target['name']!r}")
-        if vm.get("boot"):
-            out.append("VMs with direct kernel boot use files of their node; they cannot move")
+        for key in ("kernel", "initrd"):
+            path = (vm.get("boot") or {}).get(key)
+            if not path:
+                continue
+            try:
+                present = nodes.file_readable(target_id, path)
+            except PanelError as exc:
+                out.append(f"cannot check the boot files on {target['name']!r}: {exc.message}")
+                break
+            if not present:
+                out.append(f"boot {key} {path} is not on node {target['name']!r}")
         try:
             nodes.connection(target_id).get().lookupByName(vm["domain_name"])
             out.append(f"node {target['name']!r} already has a domain named "
@@ -114,7 +123,7 @@ class Migrator:
         sconn = self.panel.nodes.connection(source_id).get()
         dconn = self.panel.nodes.connection(target_id).get()
         dom = sconn.lookupByUUIDString(vm["uuid"])
-        live = dom.isActive()
+        live = bool(dom.isActive())
         copy_disks = [d for d in vm.get("disks", [])
                       if not self.panel.storages.backend(
                           self.panel.store.require("storages", d["storage"])).shared]

@@ -36,7 +36,10 @@ virsh_answers() {
 }
 
 # pids_of NAME: print the PIDs of the running daemon NAME (pid file first,
-# then pgrep), one per line; nothing when it does not run.
+# then pgrep), one per line; nothing when it does not run. The pgrep fallback
+# matches the exact command line this script starts (`NAME -d`), so a second
+# daemon started with other arguments (scripts/services/libvirtd2.sh runs
+# `libvirtd -d -p DIR/libvirtd.pid ...`) is never taken for the system one.
 pids_of() {
     local name="$1" pidfile="/run/$1.pid" pid=""
     if [[ -r "$pidfile" ]]; then
@@ -47,7 +50,7 @@ pids_of() {
             return 0
         fi
     fi
-    pgrep -x "$name" || true
+    pgrep -xf "(/usr/sbin/)?$name -d" || true
 }
 
 is_running() { [[ -n "$(pids_of "$1")" ]]; }

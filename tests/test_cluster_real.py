@@ -1,0 +1,220 @@
+"""A real two-node cluster on one machine: the system libvirtd plus a second libvirtd in its
+own mount namespace, joined over a real sshd (paramiko + libvirt's libssh2 transport).
+
+A booted TCG guest is live-migrated to the second node and back through the API, and keeps
+counting its uptime; killing the second daemon takes its node offline without slowing the
+API, and the node comes back by itself.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hypervisor_panel.panel import Panel
+from hypervisor_panel.web.app import create_app
+from hypervisor_panel.web.server import serve_in_thread
+from tests.conftest import ADMIN_PASSWORD
+from tests.support.client import Client
+from tests.support.cluster import (
+    make_client_key,
+    remove_dir,
+    short_tempdir,
+    start_libvirtd2,
+    start_sshd,
+    stop_libvirtd2,
+    stop_sshd,
+    system_serial_log_path,
+)
+from tests.support.guest import MARKER, UPTIME_PREFIX, build_guest_assets
+from tests.support.realvirt import REPO_ROOT, ensure_libvirtd
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    uri = ensure_libvirtd()
+    sshd_dir, d2_dir = short_tempdir("hvps-"), short_tempdir("hvpn2-")
+    sshd = start_sshd(sshd_dir)
+    daemon2 = start_libvirtd2(d2_dir)
+    key, pub = make_client_key(sshd_dir / "client_key")
+    sshd.authorize_key(pub)
+    panel = Panel(tmp_path_factory.mktemp("cluster") / "data", local_uri=uri,
+                  default_storage_path=None)
+    panel.start(admin_password=ADMIN_PASSWORD)
+    srv, port = serve_in_thread(create_app(panel))
+    admin = Client(f"http://127.0.0.1:{port}").login("admin", ADMIN_PASSWORD)
+    tag = uuid.uuid4().hex[:6]
+    storage = admin.post("/api/v1/storages", {
+        "name": f"cl-{tag}", "backend": "dir",
+        "options": {"path": f"/var/lib/libvirt/images/hvp-cl-{tag}"}})
+    assert storage.status == 201, storage
+    env = {"admin": admin, "panel": panel, "sshd": sshd, "daemon2": daemon2, "key": key,
+           "tag": tag, "storage": storage.body, "d2_dir": d2_dir}
+    try:
+        yield env
+    finally:
+        for vm in admin.get("/api/v1/vms").body["items"]:
+            admin.request("POST", f"/api/v1/vms/{vm['id']}/actions/destroy", {})
+            time.sleep(0.5)
+            admin.request("DELETE", f"/api/v1/vms/{vm['id']}")
+        time.sleep(2)
+        srv.stop()
+        panel.close()
+        stop_libvirtd2(d2_dir)
+        stop_sshd(sshd_dir)
+        remove_dir(d2_dir)
+        remove_dir(sshd_dir)
+
+
+def node_body(env: dict, **extra) -> dict:
+    return {"name": "node2", "host": "127.0.0.1", "port": env["sshd"].port,
+            "username": "root", "ssh_private_key": Path(env["key"]).read_text(),
+            "host_key_fingerprint": env["sshd"].fingerprint,
+            "libvirt_socket": str(env["daemon2"].socket), **extra}
+
+
+def wait_node(admin: Client, node_id: str, status: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        node = admin.get(f"/api/v1/nodes/{node_id}").body
+        if node["status"] == status:
+            return node
+        assert time.monotonic() < deadline, node
+        time.sleep(0.5)
+
+
+def uptime_values(text: str) -> list[int]:
+    return [int(m) for m in re.findall(rf"{UPTIME_PREFIX} (\d+)", text)]
+
+
+@pytest.fixture(scope="module")
+def node2(cluster: dict) -> dict:
+    admin: Client = cluster["admin"]
+    key = admin.post("/api/v1/nodes/host-key", {"host": "127.0.0.1",
+                                                "port": cluster["sshd"].port})
+    assert key.status == 200 and key.body["fingerprint"] == cluster["sshd"].fingerprint
+    wrong = admin.post("/api/v1/nodes", node_body(cluster,
+                                                  host_key_fingerprint="SHA256:" + "A" * 43))
+    failed = admin.wait_task(wrong.body["task"]["id"])
+    assert failed["state"] == "failed" and failed["error"]["code"] == "host_key_mismatch"
+    assert len(admin.get("/api/v1/nodes").body["items"]) == 1  # no half-added node
+    task = admin.run("POST", "/api/v1/nodes", node_body(cluster), timeout=120)
+    node = admin.get(f"/api/v1/nodes/{task['result']['node']}").body
+    assert node["status"] == "online" and node["kind"] == "ssh"
+    return node
+
+
+def test_node_joins_over_ssh_with_its_host_key_pinned(cluster: dict, node2: dict):
+    admin: Client = cluster["admin"]
+    assert node2["host_key_fingerprint"] == cluster["sshd"].fingerprint
+    assert node2["uri"].startswith("qemu+libssh2://root@127.0.0.1:")
+    assert "ssh_private_key" not in node2 and "password" not in node2
+    assert node2["resources"]["libvirt_version"] == "9.0.0"
+    storage = admin.get(f"/api/v1/storages/{cluster['storage']['id']}").body
+    assert storage["nodes"][node2["id"]]["state"] == "active"  # defined on the new node
+    dup = admin.post("/api/v1/nodes", node_body(cluster, name="again"))
+    assert dup.status == 409 and dup.body["error"]["code"] == "node_exists"
+
+
+def test_live_migration_there_and_back_keeps_the_guest_running(cluster: dict, node2: dict):
+    admin: Client = cluster["admin"]
+    assets = build_guest_assets(REPO_ROOT / ".cache" / "guest")
+    template = admin.post("/api/v1/vm-templates", {"name": f"mig-{cluster['tag']}",
+                                                   "memory_mib": 128, "vcpus": 1,
+                                                   "disk_gib": 1}).body
+    local = next(n for n in admin.get("/api/v1/nodes").body["items"] if n["kind"] == "local")
+    name = f"mig-{cluster['tag']}"
+    task = admin.run("POST", "/api/v1/vms", {
+        "name": name, "vm_template": template["id"], "node": local["id"],
+        "storage": cluster["storage"]["id"], "start": True,
+        "boot": {"kernel": str(assets.kernel), "initrd": str(assets.initrd),
+                 "cmdline": "console=ttyS0 quiet"}}, timeout=120)
+    vm_id = task["result"]["vm"]
+    log1 = system_serial_log_path(name)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and f"{UPTIME_PREFIX} 2" not in (
+            log1.read_text(errors="replace") if log1.exists() else ""):
+        time.sleep(0.3)
+    assert MARKER in log1.read_text(errors="replace")
+
+    check = admin.get(f"/api/v1/vms/{vm_id}/migration-check?node={node2['id']}").body
+    assert check == {"ok": True, "problems": []}
+    moved = admin.run("POST", f"/api/v1/vms/{vm_id}/actions/migrate", {"node": node2["id"]},
+                      timeout=180)
+    assert moved["result"]["live"] is True and moved["result"]["copied_disks"]
+    vm = admin.get(f"/api/v1/vms/{vm_id}").body
+    assert vm["node"] == node2["id"] and vm["state"] == "running"
+    log2 = cluster["daemon2"].serial_log_path(name)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not uptime_values(
+            log2.read_text(errors="replace") if log2.exists() else ""):
+        time.sleep(0.3)
+    before = max(uptime_values(log1.read_text(errors="replace")))
+    after_there = uptime_values(log2.read_text(errors="replace"))
+    assert after_there and min(after_there) >= before  # same guest, still counting
+
+    back = admin.run("POST", f"/api/v1/vms/{vm_id}/actions/migrate", {"node": local["id"]},
+                     timeout=180)
+    assert back["result"]["live"] is True
+    vm = admin.get(f"/api/v1/vms/{vm_id}").body
+    assert vm["node"] == local["id"] and vm["state"] == "running"
+    deadline = time.monotonic() + 30
+    last_there = max(uptime_values(log2.read_text(errors="replace")))
+    while time.monotonic() < deadline:
+        back_here = uptime_values(log1.read_text(errors="replace"))
+        if back_here and back_here[-1] > last_there:
+            break
+        time.sleep(0.3)
+    assert back_here[-1] > last_there, "the guest did not keep counting after coming back"
+    admin.run("POST", f"/api/v1/vms/{vm_id}/actions/destroy")
+    admin.run("DELETE", f"/api/v1/vms/{vm_id}")
+
+
+def test_migration_refusals(cluster: dict, node2: dict):
+    admin: Client = cluster["admin"]
+    template = admin.post("/api/v1/vm-templates", {"name": f"ref-{cluster['tag']}",
+                                                   "memory_mib": 64, "vcpus": 1,
+                                                   "disk_gib": 1}).body
+    local = next(n for n in admin.get("/api/v1/nodes").body["items"] if n["kind"] == "local")
+    kernel = Path(f"/tmp/hvp-kernel-{cluster['tag']}")
+    kernel.write_bytes(b"not really a kernel")
+    task = admin.run("POST", "/api/v1/vms", {"name": f"ref-{cluster['tag']}",
+                                             "vm_template": template["id"],
+                                             "node": local["id"],
+                                             "storage": cluster["storage"]["id"],
+                                             "boot": {"kernel": str(kernel)}})
+    kernel.unlink()  # the boot file is gone: it is on no node any more
+    vm_id = task["result"]["vm"]
+    same = admin.post(f"/api/v1/vms/{vm_id}/actions/migrate", {"node": local["id"]})
+    assert same.status == 409 and "already on that node" in same.body["error"]["message"]
+    missing = admin.get(f"/api/v1/vms/{vm_id}/migration-check?node={node2['id']}").body
+    assert any(str(kernel) in p and "node2" in p for p in missing["problems"])
+    refused = admin.post(f"/api/v1/vms/{vm_id}/actions/migrate", {"node": node2["id"]})
+    assert refused.status == 409 and refused.body["error"]["code"] == "migration_refused"
+    admin.run("DELETE", f"/api/v1/vms/{vm_id}")
+
+
+def test_killed_node_goes_offline_api_stays_fast_and_node_returns(cluster: dict,
+                                                                  node2: dict):
+    from tests.support.cluster import kill_libvirtd2
+
+    admin: Client = cluster["admin"]
+    kill_libvirtd2(cluster["d2_dir"])
+    offline = wait_node(admin, node2["id"], "offline", timeout=60)
+    assert offline["status_reason"]
+    started = time.monotonic()
+    for _ in range(5):
+        assert admin.get("/api/v1/vms").status == 200
+        assert admin.get("/api/v1/nodes").status == 200
+    assert time.monotonic() - started < 3  # the dead node does not slow the API
+    local = next(n for n in admin.get("/api/v1/nodes").body["items"] if n["kind"] == "local")
+    assert local["status"] == "online"
+    start_libvirtd2(cluster["d2_dir"])
+    wait_node(admin, node2["id"], "online", timeout=90)
