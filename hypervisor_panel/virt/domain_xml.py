@@ -150,7 +150,7 @@ class DomainBuilder:
             devices.append(iface.element())
         serial = ET.SubElement(devices, "serial", type="pty")
         if self.serial_log:
-            ET.SubElement(serial, "log", file=self.serial_log_path, append="off")
+            ET.SubElement(serial, "log", file=self.serial_log_path, append="on")
         ET.SubElement(serial, "target", port="0")
         console = ET.SubElement(devices, "console", type="pty")
         ET.SubElement(console, "target", type="serial", port="0")

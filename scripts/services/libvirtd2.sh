@@ -57,7 +57,14 @@ usage() {
 
 [[ $# -eq 2 ]] || usage
 CMD="$1"
-mkdir -p "$2"
+if [[ ! -d "$2" ]]; then
+    case "$CMD" in
+        start) mkdir -p "$2" ;;
+        stop) exit 0 ;;
+        status) echo "libvirtd2: stopped (no $2)"; exit 3 ;;
+        *) usage ;;
+    esac
+fi
 DIR="$(cd "$2" && pwd -P)"
 NS="$DIR/ns"
 SOCK_DIR="$DIR/run"
@@ -67,15 +74,6 @@ LOG_DIR="$DIR/log"
 LIBVIRTD_PID="$DIR/libvirtd.pid"
 VIRTLOGD_PID="$DIR/virtlogd.pid"
 KVM_MASK="$DIR/kvm-mask"
-
-# The host paths this daemon gets a private copy of, and their names in $NS.
-MOUNTS=(
-    "etc:/etc/libvirt"
-    "run:/run/libvirt"
-    "lib:/var/lib/libvirt"
-    "cache:/var/cache/libvirt"
-    "log:/var/log/libvirt"
-)
 
 if (( ${#SOCK_DIR} + 20 > 107 )); then
     log "DIR too long for UNIX sockets ($SOCK_DIR/libvirt-admin-sock > 107 bytes): use e.g. mktemp -d /tmp/hvpn2-XXXX"
@@ -94,6 +92,8 @@ pid_from() {
     pid="$(tr -dc '0-9' <"$file" || true)"
     [[ -n "$pid" ]] || return 0
     kill -0 "$pid" 2>/dev/null || return 0
+    # A zombie (killed, not yet reaped) does not count.
+    [[ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]] || return 0
     [[ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" == "$name" ]] || return 0
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR/" || return 0
     echo "$pid"

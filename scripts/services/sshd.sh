@@ -34,7 +34,14 @@ usage() {
 
 [[ $# -eq 2 ]] || usage
 CMD="$1"
-mkdir -p "$2"
+if [[ ! -d "$2" ]]; then
+    case "$CMD" in
+        start) mkdir -p "$2" ;;
+        stop) exit 0 ;;
+        status) echo "sshd: stopped (no $2)"; exit 3 ;;
+        *) usage ;;
+    esac
+fi
 DIR="$(cd "$2" && pwd -P)"
 CONF="$DIR/sshd_config"
 HOST_KEY="$DIR/ssh_host_ed25519_key"
@@ -50,6 +57,8 @@ sshd_pid() {
     pid="$(tr -dc '0-9' <"$PIDFILE" || true)"
     [[ -n "$pid" ]] || return 0
     kill -0 "$pid" 2>/dev/null || return 0
+    # A zombie (killed, not yet reaped) does not count.
+    [[ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]] || return 0
     if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-f $CONF"; then
         echo "$pid"
     fi
