@@ -218,3 +218,54 @@ def test_killed_node_goes_offline_api_stays_fast_and_node_returns(cluster: dict,
     assert local["status"] == "online"
     start_libvirtd2(cluster["d2_dir"])
     wait_node(admin, node2["id"], "online", timeout=90)
+
+
+def test_maintenance_moves_a_stopped_vm_off_the_node_with_its_disk(cluster: dict,
+                                                                   node2: dict):
+    admin: Client = cluster["admin"]
+    template = admin.post("/api/v1/vm-templates", {"name": f"off-{cluster['tag']}",
+                                                   "memory_mib": 64, "vcpus": 1,
+                                                   "disk_gib": 1}).body
+    name = f"off-{cluster['tag']}"
+    task = admin.run("POST", "/api/v1/vms", {"name": name, "vm_template": template["id"],
+                                             "node": node2["id"],
+                                             "storage": cluster["storage"]["id"]})
+    vm_id = task["result"]["vm"]
+    disk = f"/var/lib/libvirt/images/hvp-cl-{cluster['tag']}/{name}-disk0.qcow2"
+    assert cluster["daemon2"].host_path(disk).exists()  # on node 2's own disk
+    resp = admin.patch(f"/api/v1/nodes/{node2['id']}", {"maintenance": True,
+                                                        "maintenance_reason": "test"})
+    assert resp.status == 200 and resp.body["status"] == "maintenance"
+    evacuation = admin.wait_task(resp.body["task"]["id"], timeout=180)
+    assert evacuation["state"] == "succeeded", evacuation
+    assert evacuation["result"]["moved"] == [name]
+    vm = admin.get(f"/api/v1/vms/{vm_id}").body
+    local = next(n for n in admin.get("/api/v1/nodes").body["items"] if n["kind"] == "local")
+    assert vm["node"] == local["id"] and vm["state"] == "stopped"
+    assert Path(disk).exists() and not cluster["daemon2"].host_path(disk).exists()
+    admin.run("POST", f"/api/v1/vms/{vm_id}/actions/start")  # it really works there
+    admin.run("POST", f"/api/v1/vms/{vm_id}/actions/destroy")
+    admin.run("DELETE", f"/api/v1/vms/{vm_id}")
+    back = admin.patch(f"/api/v1/nodes/{node2['id']}", {"maintenance": False})
+    assert back.status == 200 and back.body["status"] == "online"
+
+
+def test_wrong_password_adds_no_node(cluster: dict, node2: dict):
+    admin: Client = cluster["admin"]
+    pw_dir = short_tempdir("hvpw-")
+    sshd = start_sshd(pw_dir, password_auth=True)  # no account has a known password
+    try:
+        before = [n["id"] for n in admin.get("/api/v1/nodes").body["items"]]
+        resp = admin.post("/api/v1/nodes", {
+            "name": "pw", "host": "127.0.0.1", "port": sshd.port, "username": "root",
+            "password": "definitely-wrong", "host_key_fingerprint": sshd.fingerprint,
+            "libvirt_socket": str(cluster["daemon2"].socket)})
+        task = admin.wait_task(resp.body["task"]["id"])
+        assert task["state"] == "failed" and task["error"]["code"] == "ssh_auth_failed"
+        assert "definitely-wrong" not in str(task)
+        assert [n["id"] for n in admin.get("/api/v1/nodes").body["items"]] == before
+        assert "definitely-wrong" not in (cluster["panel"].data_dir / "panel.db.journal"
+                                          ).read_text(errors="replace")
+    finally:
+        stop_sshd(pw_dir)
+        remove_dir(pw_dir)
