@@ -269,3 +269,42 @@ def test_wrong_password_adds_no_node(cluster: dict, node2: dict):
     finally:
         stop_sshd(pw_dir)
         remove_dir(pw_dir)
+
+
+def test_a_changed_host_key_blocks_the_node_until_it_is_restored(cluster: dict,
+                                                                 node2: dict):
+    import shutil
+
+    from tests.support.cluster import kill_libvirtd2
+
+    admin: Client = cluster["admin"]
+    sshd_dir = cluster["sshd"].dir
+    key = cluster["sshd"].host_key_pub.with_suffix("")
+    saved = sshd_dir / "saved-host-key"
+    saved.mkdir()
+    shutil.copy2(key, saved / key.name)
+    shutil.copy2(key.with_suffix(".pub"), saved / key.with_suffix(".pub").name)
+    try:
+        stop_sshd(sshd_dir)
+        key.unlink()
+        key.with_suffix(".pub").unlink()
+        changed = start_sshd(sshd_dir)  # a new host key on the same address
+        assert changed.fingerprint != cluster["sshd"].fingerprint
+        kill_libvirtd2(cluster["d2_dir"])  # drop the connection: the panel reconnects
+        start_libvirtd2(cluster["d2_dir"])
+        deadline = time.monotonic() + 60
+        while True:
+            node = admin.get(f"/api/v1/nodes/{node2['id']}").body
+            if node["status"] == "offline" and "HOST KEY" in (node["status_reason"] or ""):
+                break
+            assert time.monotonic() < deadline, node
+            time.sleep(0.5)
+        time.sleep(6)  # several reconnect rounds: the changed key is never accepted
+        assert admin.get(f"/api/v1/nodes/{node2['id']}").body["status"] == "offline"
+    finally:
+        stop_sshd(sshd_dir)
+        shutil.copy2(saved / key.name, key)
+        shutil.copy2(saved / key.with_suffix(".pub").name, key.with_suffix(".pub"))
+        restored = start_sshd(sshd_dir)
+    assert restored.fingerprint == cluster["sshd"].fingerprint
+    wait_node(admin, node2["id"], "online", timeout=90)
