@@ -142,3 +142,18 @@ def test_node_with_vms_cannot_be_removed(two: dict):
     admin.run("POST", "/api/v1/vms", {"name": "pin", "vm_template": small, "node": ids["b"]})
     resp = admin.delete(f"/api/v1/nodes/{ids['b']}")
     assert resp.status == 409 and resp.body["error"]["code"] == "node_has_vms"
+
+
+def test_a_node_that_does_not_match_the_cluster_is_refused_with_reasons():
+    from hypervisor_panel.cluster.checks import compatibility_problems, parse_os_release
+
+    member = {**parse_os_release('ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian 12"\n'),
+              "arch": "x86_64", "libvirt_version": "9.0.0", "hypervisor_version": "7.2.22"}
+    same = {**member, "libvirt_version": "9.0.1"}
+    assert compatibility_problems(same, [("local", member)]) == []
+    other = {**member, "os_id": "ubuntu", "os_version": "24.04", "arch": "aarch64",
+             "libvirt_version": "10.0.0", "hypervisor_version": "8.2.2"}
+    problems = compatibility_problems(other, [("local", member)])
+    assert len(problems) == 5
+    assert "OS ubuntu differs from node 'local' (debian)" in problems
+    assert any(p.startswith("libvirt major version 10") for p in problems)
