@@ -108,8 +108,8 @@ class Panel:
     def close(self) -> None:
         if self.started:
             self.pm.hook.shutdown(panel=self)
+        self.tasks.shutdown()  # before the connections the tasks use are closed
         self.nodes.close()
-        self.tasks.shutdown(wait=False)
         self.store.close()
 
     def settings(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -71,6 +72,7 @@ class TaskManager:
         self._locks_guard = threading.Lock()
         self._done: dict[str, threading.Event] = {}
         self._cancel_requested: set[str] = set()
+        self._futures: set[futures.Future] = set()
         self._on_finish = on_finish
 
     def recover(self) -> int:
@@ -135,7 +137,9 @@ class TaskManager:
         }
         self.store.insert(TABLE, task)
         self._done[task_id] = threading.Event()
-        self._pool.submit(self._run, task_id, body, lock_key)
+        future = self._pool.submit(self._run, task_id, body, lock_key)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
         return task
 
     def _run(self, task_id: str, body: TaskBody, lock_key: str | None) -> None:
@@ -198,8 +202,13 @@ class TaskManager:
             event.wait(timeout)
         return self.get(task_id)
 
-    def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Drop queued tasks (marked interrupted at the next start) and let running ones end.
+
+        Waits at most ``timeout`` seconds, so connections are not closed under a task.
+        """
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        futures.wait(list(self._futures), timeout=timeout)
 
 
 def _clean_message(exc: BaseException) -> str:

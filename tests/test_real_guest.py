@@ -14,13 +14,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from hypervisor_panel.panel import Panel
-from hypervisor_panel.web.app import create_app
-from hypervisor_panel.web.server import serve_in_thread
-from tests.conftest import ADMIN_PASSWORD
 from tests.support.client import Client
 from tests.support.guest import MARKER, UPTIME_PREFIX, build_guest_assets
-from tests.support.realvirt import REPO_ROOT, ensure_libvirtd
+from tests.support.realvirt import REPO_ROOT, ensure_libvirtd, served_panel
 
 pytestmark = pytest.mark.slow
 
@@ -29,32 +25,27 @@ pytestmark = pytest.mark.slow
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     uri = ensure_libvirtd()
     assets = build_guest_assets(REPO_ROOT / ".cache" / "guest")
-    panel = Panel(tmp_path_factory.mktemp("real") / "data", local_uri=uri,
-                  default_storage_path=None)
-    panel.start(admin_password=ADMIN_PASSWORD)
-    srv, port = serve_in_thread(create_app(panel))
-    admin = Client(f"http://127.0.0.1:{port}").login("admin", ADMIN_PASSWORD)
-    tag = uuid.uuid4().hex[:6]
-    pool_dir = f"/var/lib/libvirt/images/hvp-test-{tag}"
-    storage = admin.post("/api/v1/storages", {"name": f"test-{tag}", "backend": "dir",
-                                              "options": {"path": pool_dir}})
-    assert storage.status == 201, storage
-    template = admin.post("/api/v1/vm-templates", {"name": "tiny", "memory_mib": 128,
-                                                   "vcpus": 1, "disk_gib": 1})
-    assert template.status == 201, template
-    raw = libvirt.open(uri)
-    yield {"admin": admin, "panel": panel, "assets": assets, "tag": tag, "raw": raw,
-           "storage": storage.body, "template": template.body, "pool_dir": pool_dir}
-    for vm in admin.get("/api/v1/vms").body["items"]:
-        admin.delete(f"/api/v1/vms/{vm['id']}")
-    deadline = time.monotonic() + 30
-    while admin.get("/api/v1/vms").body["items"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    admin.delete(f"/api/v1/storages/{storage.body['id']}")
-    srv.stop()
-    panel.close()
+    with served_panel(tmp_path_factory.mktemp("real") / "data", uri) as (panel, admin):
+        tag = uuid.uuid4().hex[:6]
+        pool_dir = f"/var/lib/libvirt/images/hvp-test-{tag}"
+        storage = admin.post("/api/v1/storages", {"name": f"test-{tag}", "backend": "dir",
+                                                  "options": {"path": pool_dir}})
+        assert storage.status == 201, storage
+        template = admin.post("/api/v1/vm-templates", {"name": "tiny", "memory_mib": 128,
+                                                       "vcpus": 1, "disk_gib": 1})
+        assert template.status == 201, template
+        raw = libvirt.open(uri)
+        yield {"admin": admin, "panel": panel, "assets": assets, "tag": tag, "raw": raw,
+               "storage": storage.body, "template": template.body, "pool_dir": pool_dir}
+        for vm in admin.get("/api/v1/vms").body["items"]:
+            admin.delete(f"/api/v1/vms/{vm['id']}")
+        deadline = time.monotonic() + 30
+        while admin.get("/api/v1/vms").body["items"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        admin.delete(f"/api/v1/storages/{storage.body['id']}")
     raw.close()
-    Path(pool_dir).rmdir() if Path(pool_dir).exists() else None
+    if Path(pool_dir).exists():
+        Path(pool_dir).rmdir()
 
 
 def create_guest(real: dict, name: str, start: bool = True) -> dict:

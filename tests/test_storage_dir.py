@@ -12,12 +12,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from hypervisor_panel.panel import Panel
-from hypervisor_panel.web.app import create_app
-from hypervisor_panel.web.server import serve_in_thread
-from tests.conftest import ADMIN_PASSWORD
 from tests.support.client import Client
-from tests.support.realvirt import ensure_libvirtd
+from tests.support.realvirt import ensure_libvirtd, served_panel
 
 GIB = 1024**3
 
@@ -25,27 +21,21 @@ GIB = 1024**3
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     uri = ensure_libvirtd()
-    panel = Panel(tmp_path_factory.mktemp("dir") / "data", local_uri=uri,
-                  default_storage_path=None)
-    panel.start(admin_password=ADMIN_PASSWORD)
-    srv, port = serve_in_thread(create_app(panel))
-    admin = Client(f"http://127.0.0.1:{port}").login("admin", ADMIN_PASSWORD)
-    tag = uuid.uuid4().hex[:6]
-    path = f"/var/lib/libvirt/images/hvp-dir-{tag}"
-    storage = admin.post("/api/v1/storages", {"name": f"dir-{tag}", "backend": "dir",
-                                              "options": {"path": path}})
-    assert storage.status == 201, storage
-    raw = libvirt.open(uri)
-    yield {"admin": admin, "storage": storage.body, "path": Path(path), "tag": tag, "raw": raw,
-           "panel": panel}
-    for vm in admin.get("/api/v1/vms").body["items"]:
-        admin.run("DELETE", f"/api/v1/vms/{vm['id']}")
-    base = f"/api/v1/storages/{storage.body['id']}/volumes"
-    for vol in admin.get(base).body["items"]:
-        admin.delete(f"{base}/{vol['name']}")
-    assert admin.delete(f"/api/v1/storages/{storage.body['id']}").status == 204
-    srv.stop()
-    panel.close()
+    with served_panel(tmp_path_factory.mktemp("dir") / "data", uri) as (panel, admin):
+        tag = uuid.uuid4().hex[:6]
+        path = f"/var/lib/libvirt/images/hvp-dir-{tag}"
+        storage = admin.post("/api/v1/storages", {"name": f"dir-{tag}", "backend": "dir",
+                                                  "options": {"path": path}})
+        assert storage.status == 201, storage
+        raw = libvirt.open(uri)
+        yield {"admin": admin, "storage": storage.body, "path": Path(path), "tag": tag, "raw": raw,
+               "panel": panel}
+        for vm in admin.get("/api/v1/vms").body["items"]:
+            admin.run("DELETE", f"/api/v1/vms/{vm['id']}")
+        base = f"/api/v1/storages/{storage.body['id']}/volumes"
+        for vol in admin.get(base).body["items"]:
+            admin.delete(f"{base}/{vol['name']}")
+        assert admin.delete(f"/api/v1/storages/{storage.body['id']}").status == 204
     raw.close()
     subprocess.run(["rm", "-rf", path], check=False)
 

@@ -19,14 +19,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from hypervisor_panel.panel import Panel
-from hypervisor_panel.web.app import create_app
-from hypervisor_panel.web.server import serve_in_thread
-from tests.conftest import ADMIN_PASSWORD
 from tests.support.ceph import CephCluster, start_ceph, stop_ceph
 from tests.support.client import Client
 from tests.support.guest import DISK_PREFIX, MARKER, build_guest_assets
-from tests.support.realvirt import REPO_ROOT, ensure_libvirtd
+from tests.support.realvirt import REPO_ROOT, ensure_libvirtd, served_panel
 
 pytestmark = pytest.mark.slow
 PAYLOAD = b"HVP-RBD-DATA-" + uuid.uuid4().hex[:16].encode()
@@ -45,22 +41,16 @@ def ceph() -> Iterator[CephCluster]:
 @pytest.fixture(scope="module")
 def env(ceph: CephCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     uri = ensure_libvirtd()
-    panel = Panel(tmp_path_factory.mktemp("rbd") / "data", local_uri=uri,
-                  default_storage_path=None)
-    panel.start(admin_password=ADMIN_PASSWORD)
-    srv, port = serve_in_thread(create_app(panel))
-    admin = Client(f"http://127.0.0.1:{port}").login("admin", ADMIN_PASSWORD)
-    raw = libvirt.open(uri)
-    yield {"admin": admin, "panel": panel, "raw": raw, "tag": uuid.uuid4().hex[:6]}
-    for vm in admin.get("/api/v1/vms").body["items"]:
-        admin.run("DELETE", f"/api/v1/vms/{vm['id']}")
-    for storage in admin.get("/api/v1/storages").body["items"]:
-        base = f"/api/v1/storages/{storage['id']}/volumes"
-        for vol in admin.get(base).body.get("items", []):
-            admin.delete(f"{base}/{vol['name']}")
-        admin.delete(f"/api/v1/storages/{storage['id']}")
-    srv.stop()
-    panel.close()
+    with served_panel(tmp_path_factory.mktemp("rbd") / "data", uri) as (panel, admin):
+        raw = libvirt.open(uri)
+        yield {"admin": admin, "panel": panel, "raw": raw, "tag": uuid.uuid4().hex[:6]}
+        for vm in admin.get("/api/v1/vms").body["items"]:
+            admin.run("DELETE", f"/api/v1/vms/{vm['id']}")
+        for storage in admin.get("/api/v1/storages").body["items"]:
+            base = f"/api/v1/storages/{storage['id']}/volumes"
+            for vol in admin.get(base).body.get("items", []):
+                admin.delete(f"{base}/{vol['name']}")
+            admin.delete(f"/api/v1/storages/{storage['id']}")
     raw.close()
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIBVIRTD_SCRIPT = REPO_ROOT / "scripts" / "services" / "libvirtd.sh"
@@ -47,3 +50,23 @@ def wait_for_serial(path: Path, text: str, timeout: float, interval: float = 0.1
             tail = content[-2000:]
             raise TimeoutError(f"{text!r} not in {path} after {timeout:.1f}s; last output:\n{tail}")
         time.sleep(interval)
+
+
+@contextmanager
+def served_panel(data_dir: Path, uri: str,
+                 default_storage_path: str | None = None) -> Iterator[tuple[Any, Any]]:
+    """A started Panel on ``uri`` served over real HTTP; yields (panel, admin client)."""
+    from hypervisor_panel.panel import Panel
+    from hypervisor_panel.web.app import create_app
+    from hypervisor_panel.web.server import serve_in_thread
+    from tests.conftest import ADMIN_PASSWORD
+    from tests.support.client import Client
+
+    panel = Panel(data_dir, local_uri=uri, default_storage_path=default_storage_path)
+    panel.start(admin_password=ADMIN_PASSWORD)
+    server, port = serve_in_thread(create_app(panel))
+    try:
+        yield panel, Client(f"http://127.0.0.1:{port}").login("admin", ADMIN_PASSWORD)
+    finally:
+        server.stop()
+        panel.close()
