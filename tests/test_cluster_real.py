@@ -177,6 +177,32 @@ def test_live_migration_there_and_back_keeps_the_guest_running(cluster: dict, no
     admin.run("DELETE", f"/api/v1/vms/{vm_id}")
 
 
+def test_a_failed_migration_leaves_the_vm_running_on_its_node(cluster: dict, node2: dict):
+    admin: Client = cluster["admin"]
+    panel = cluster["panel"]
+    template = admin.post("/api/v1/vm-templates", {"name": f"fail-{cluster['tag']}",
+                                                   "memory_mib": 64, "vcpus": 1,
+                                                   "disk_gib": 1}).body
+    local = next(n for n in admin.get("/api/v1/nodes").body["items"] if n["kind"] == "local")
+    name = f"fail-{cluster['tag']}"
+    task = admin.run("POST", "/api/v1/vms", {"name": name, "vm_template": template["id"],
+                                             "node": local["id"], "start": True,
+                                             "storage": cluster["storage"]["id"]})
+    vm_id = task["result"]["vm"]
+    # Something already sits where the disk copy must go on node 2.
+    backend = panel.storages.backend(panel.storages.require(cluster["storage"]["id"]))
+    backend.create_volume(panel.nodes.connection(node2["id"]).get(), f"{name}-disk0.qcow2",
+                          1024**3)
+    resp = admin.post(f"/api/v1/vms/{vm_id}/actions/migrate", {"node": node2["id"]})
+    failed = admin.wait_task(resp.body["task"]["id"])
+    assert failed["state"] == "failed" and failed["error"]["code"] == "volume_exists"
+    vm = admin.get(f"/api/v1/vms/{vm_id}").body
+    assert vm["node"] == local["id"] and vm["state"] == "running"
+    backend.delete_volume(panel.nodes.connection(node2["id"]).get(), f"{name}-disk0.qcow2")
+    admin.run("POST", f"/api/v1/vms/{vm_id}/actions/destroy")
+    admin.run("DELETE", f"/api/v1/vms/{vm_id}")
+
+
 def test_migration_refusals(cluster: dict, node2: dict):
     admin: Client = cluster["admin"]
     template = admin.post("/api/v1/vm-templates", {"name": f"ref-{cluster['tag']}",
