@@ -117,7 +117,7 @@ def plugin_server(tmp_path: Path) -> Iterator[str]:
         def register_storage_backends(self, panel):
             return [backend]
 
-    node_xml = tmp_path / "test-node.xml"  # a private copy: test:///default is shared
+    node_xml = tmp_path / "test-node.xml"  # a private copy: the default test-driver URI is shared
     shutil.copyfile(Path(__file__).parent / "data" / "test-node.xml", node_xml)
     panel = Panel(tmp_path / "data", pm=get_plugin_manager(extra=[FancyPlugin()]),
                   local_uri=f"test://{node_xml}", default_storage_path=str(tmp_path / "img"))

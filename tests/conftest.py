@@ -18,7 +18,7 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 
 
 def node_uri_for(tmp_path: Path) -> str:
-    """A private copy of the test-driver node XML (test:///default shares state)."""
+    """A private copy of the test-driver node XML (the default test-driver URI shares state)."""
     copy = tmp_path / "test-node.xml"
     shutil.copyfile(DATA / "test-node.xml", copy)
     return f"test://{copy}"

@@ -71,7 +71,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def test_desktop_window_opens_the_login_page(display: str, tmp_path: Path):
-    node_xml = tmp_path / "test-node.xml"  # a private copy: test:///default is shared
+    node_xml = tmp_path / "test-node.xml"  # a private copy: the default test-driver URI is shared
     shutil.copyfile(ROOT / "tests" / "data" / "test-node.xml", node_xml)
     probe = tmp_path / "probe.json"
     env = {
