@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +49,31 @@ def anon(server: str) -> Client:
 @pytest.fixture
 def admin(anon: Client) -> Client:
     return anon.login("admin", ADMIN_PASSWORD)
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[dict]:
+    """A served panel with two test-driver nodes: "demo" (the local one) and "b".
+
+    Node b is recorded and connected the way NodeJoiner adds a node after its SSH checks
+    (those run against a real sshd in test_cluster_real.py).
+    """
+    uris = []
+    for name in ("a", "b"):
+        copy = tmp_path / f"{name}.xml"
+        shutil.copyfile(DATA / "test-node.xml", copy)
+        uris.append(f"test://{copy}")
+    p = Panel(tmp_path / "data", local_uri=uris[0],
+              default_storage_path=str(tmp_path / "images"))
+    p.start(admin_password=ADMIN_PASSWORD)
+    node_b = p.store.insert("nodes", {"id": "nodeb", "name": "b", "uri": uris[1],
+                                      "kind": "demo", "host": "127.0.0.1",
+                                      "domain_type": "auto", "created": time.time()})
+    p.nodes.add_connection(node_b)
+    srv, port = serve_in_thread(create_app(p))
+    base = f"http://127.0.0.1:{port}"
+    admin = Client(base).login("admin", ADMIN_PASSWORD)
+    ids = {n["name"]: n["id"] for n in admin.get("/api/v1/nodes").body["items"]}
+    yield {"panel": p, "server": base, "admin": admin, "ids": ids}
+    srv.stop()
+    p.close()

@@ -9,10 +9,6 @@ browser side: what is shown, what is offered and what is impossible.
 from __future__ import annotations
 
 import re
-import shutil
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -24,40 +20,8 @@ from tests.browser_conftest import (  # noqa: F401  (fixtures are used by name)
     screenshot,
     sign_in,
 )
-from tests.conftest import ADMIN_PASSWORD, DATA
-from tests.support.client import Client
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def two(tmp_path: Path) -> Iterator[dict]:
-    """A served panel with two test-driver nodes: "demo" (the local one) and "b"."""
-    from hypervisor_panel.panel import Panel
-    from hypervisor_panel.web.app import create_app
-    from hypervisor_panel.web.server import serve_in_thread
-
-    uris = []
-    for name in ("a", "b"):
-        copy = tmp_path / f"{name}.xml"
-        shutil.copyfile(DATA / "test-node.xml", copy)
-        uris.append(f"test://{copy}")
-    panel = Panel(tmp_path / "data", local_uri=uris[0],
-                  default_storage_path=str(tmp_path / "images"))
-    panel.start(admin_password=ADMIN_PASSWORD)
-    # The second node joins the way NodeJoiner records one (its SSH checks are tested with
-    # a real sshd elsewhere): the record, then its connection.
-    node_b = panel.store.insert("nodes", {"id": "nodeb", "name": "b", "uri": uris[1],
-                                          "kind": "demo", "host": "127.0.0.1",
-                                          "domain_type": "auto", "created": time.time()})
-    panel.nodes.add_connection(node_b)
-    srv, port = serve_in_thread(create_app(panel))
-    base = f"http://127.0.0.1:{port}"
-    admin = Client(base).login("admin", ADMIN_PASSWORD)
-    ids = {n["name"]: n["id"] for n in admin.get("/api/v1/nodes").body["items"]}
-    yield {"panel": panel, "server": base, "admin": admin, "ids": ids}
-    srv.stop()
-    panel.close()
 
 
 @pytest.fixture

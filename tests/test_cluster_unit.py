@@ -2,40 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from hypervisor_panel.panel import Panel
-from hypervisor_panel.web.app import create_app
-from hypervisor_panel.web.server import serve_in_thread
-from tests.conftest import ADMIN_PASSWORD, DATA
 from tests.support.client import Client
-
-
-@pytest.fixture
-def two(tmp_path: Path) -> Iterator[dict]:
-    uris = []
-    for name in ("a", "b"):
-        copy = tmp_path / f"{name}.xml"
-        shutil.copyfile(DATA / "test-node.xml", copy)
-        uris.append(f"test://{copy}")
-    panel = Panel(tmp_path / "data", local_uri=uris[0], default_storage_path="/images")
-    panel.start(admin_password=ADMIN_PASSWORD)
-    # A second node joins the way NodeJoiner adds one (its checks need SSH; see
-    # test_cluster_real.py): record, then connection, pools defined on it.
-    node_b = panel.store.insert("nodes", {"id": "nodeb", "name": "b", "uri": uris[1],
-                                          "kind": "demo", "host": "127.0.0.1",
-                                          "domain_type": "auto", "created": time.time()})
-    panel.nodes.add_connection(node_b)
-    srv, port = serve_in_thread(create_app(panel))
-    admin = Client(f"http://127.0.0.1:{port}").login("admin", ADMIN_PASSWORD)
-    yield {"panel": panel, "admin": admin}
-    srv.stop()
-    panel.close()
 
 
 def node_ids(admin: Client) -> dict[str, str]:
