@@ -233,12 +233,15 @@ class LVMStorage(StorageBackend):
                            + f" on node {node_label(conn)}", code="device_in_use")
         self.build_flags = type(self).build_flags
 
+    #: What to do about a missing volume group (the shared variant says something else).
+    missing_vg_hint: ClassVar[str] = ("create it first (pvcreate + vgcreate) or give "
+                                      "'devices' to have the panel create it")
+
     def _missing_vg(self, conn: libvirt.virConnect, groups: dict[str, list[str]]) -> PanelError:
         known = ", ".join(sorted(groups)) or "none"
         return StorageError(
             f"volume group {self.vg_name!r} does not exist on node {node_label(conn)} "
-            f"(volume groups there: {known}); create it first (pvcreate + vgcreate) or "
-            "give 'devices' to have the panel create it", code="vg_not_found")
+            f"(volume groups there: {known}); {self.missing_vg_hint}", code="vg_not_found")
 
     def ensure_pool(
         self, conn: libvirt.virConnect, *, adopt: bool = True
@@ -357,9 +360,5 @@ class NetworkLVMStorage(LVMStorage):
         },
     }
 
-    def _missing_vg(self, conn: libvirt.virConnect, groups: dict[str, list[str]]) -> PanelError:
-        known = ", ".join(sorted(groups)) or "none"
-        return StorageError(
-            f"volume group {self.vg_name!r} does not exist on node {node_label(conn)} "
-            f"(volume groups there: {known}); check that the node sees the shared LUN and, "
-            "for a shared VG, that lvmlockd runs there", code="vg_not_found")
+    missing_vg_hint: ClassVar[str] = ("check that the node sees the shared LUN and, for a "
+                                      "shared VG, that lvmlockd runs there")

@@ -68,32 +68,8 @@ require() {
     done
 }
 
-# qemu_user: the user libvirt runs QEMU as (qemu.conf `user`, else libvirt-qemu).
-qemu_user() {
-    local user=""
-    if [[ -r /etc/libvirt/qemu.conf ]]; then
-        user="$(sed -n 's/^[[:space:]]*user[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' \
-            /etc/libvirt/qemu.conf | tail -n 1)"
-    fi
-    echo "${user:-libvirt-qemu}"
-}
-
-# kvm_mask_needed: true when libvirtd must not see /dev/kvm (see the header).
-kvm_mask_needed() {
-    local mode="${HVP_LIBVIRTD_MASK_KVM:-auto}" user
-    case "$mode" in
-        1) return 0 ;;
-        0) return 1 ;;
-    esac
-    [[ -c /dev/kvm ]] || return 1
-    user="$(qemu_user)"
-    user="${user#+}"
-    [[ "$user" == root || "$user" == 0 ]] && return 1
-    id -u "$user" >/dev/null 2>&1 || return 1
-    command -v setpriv >/dev/null 2>&1 || return 1
-    ! setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups \
-        test -r /dev/kvm -a -w /dev/kvm 2>/dev/null
-}
+# shellcheck source=kvm-mask.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kvm-mask.sh"
 
 start_libvirtd() {
     if kvm_mask_needed; then
