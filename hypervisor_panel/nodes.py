@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import threading
 import time
-import uuid
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +15,10 @@ import libvirt
 from .cluster import ssh
 from .cluster.checks import local_facts
 from .errors import NotFound, PanelError, Unavailable
+from .virt import kvm_probe
 from .virt.capabilities import choose_domain_type, parse_capabilities
 from .virt.connection import NodeConnection
+from .virt.domain_xml import DomainBuilder
 
 if TYPE_CHECKING:
     from .panel import Panel
@@ -48,28 +48,6 @@ def local_libvirt_answers(uri: str = LOCAL_URI) -> bool:
     except libvirt.libvirtError:
         return False
     conn.close()
-    return True
-
-
-def probe_kvm(conn: libvirt.virConnect, arch: str) -> bool:
-    """Start a paused, diskless kvm domain: the only reliable test that kvm really works.
-
-    Capabilities list kvm whenever /dev/kvm exists, even where QEMU cannot use it (wrong
-    permissions, nested or paravirtual hosts).
-    """
-    name = f"hvp-kvm-probe-{uuid.uuid4().hex[:8]}"
-    xml = (
-        f"<domain type='kvm'><name>{name}</name><memory unit='MiB'>32</memory>"
-        f"<vcpu>1</vcpu><os><type arch='{arch}'>hvm</type></os>"
-        "<devices><memballoon model='none'/></devices></domain>"
-    )
-    try:
-        dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
-    except libvirt.libvirtError as exc:
-        log.info("kvm probe failed, using emulation: %s", exc)
-        return False
-    with contextlib.suppress(libvirt.libvirtError):
-        dom.destroy()
     return True
 
 
@@ -185,6 +163,8 @@ class NodeManager:
         if self._conns[node_id].uri.startswith("test:"):
             # The test driver keeps its state in the connection: replay the panel's VMs.
             self.panel.vms.replay_on_node(node_id)
+        elif "kvm" in self._info[node_id].get("domain_types", []):
+            kvm_probe.remove_leftovers(self._conns[node_id].get())
         self._maybe_probe(self.require(node_id))
 
     def _status_changed(self, node_id: str, status: str, error: str | None) -> None:
@@ -245,22 +225,58 @@ class NodeManager:
             "hypervisor_version": _version(conn.getVersion()),
         }
 
+    def _fingerprint(self, node_id: str) -> dict[str, Any]:
+        """What the kvm verdict depends on; a saved verdict for other values is stale."""
+        info = self._info.get(node_id, {})
+        return {key: info.get(key) for key in ("arch", "cpu_model", "libvirt_version",
+                                               "hypervisor_version", "domain_types")}
+
     def _maybe_probe(self, node: dict[str, Any]) -> None:
+        """Probe kvm in the background unless a saved verdict for this node still holds."""
         info = self._info.get(node["id"], {})
-        if "kvm" not in info.get("domain_types", []) or node.get("kvm_usable") is not None:
+        if "kvm" not in info.get("domain_types", []):
             return
         if node.get("domain_type", "auto") != "auto":
             return
+        saved = node.get("kvm_probe") or {}
+        if node.get("kvm_usable") is not None and saved.get("fingerprint") == \
+                self._fingerprint(node["id"]):
+            return
         done = self._probes.setdefault(node["id"], threading.Event())
+        done.clear()
+
+        def build(domain_type: str, name: str, dom_uuid: str) -> DomainBuilder:
+            return DomainBuilder(name=name, uuid=dom_uuid, domain_type=domain_type,
+                                 memory_mib=kvm_probe.PROBE_MEMORY_MIB, vcpus=1,
+                                 arch=info.get("arch", "x86_64"), serial_log=False)
 
         def run() -> None:
             try:
-                usable = probe_kvm(self._conns[node["id"]].get(), info["arch"])
-                self.store.update(TABLE, node["id"], {"kvm_usable": usable})
+                result = kvm_probe.run_probe(self._conns[node["id"]].get(), build,
+                                             tuple(info.get("domain_types", ())))
+                log.info("node %s: kvm probe: %s", node["id"], result.reason)
+                self.record_kvm_probe(node["id"], result)
+            except Exception:
+                log.exception("node %s: kvm probe failed", node["id"])
             finally:
                 done.set()
 
         threading.Thread(target=run, name=f"kvm-probe-{node['id']}", daemon=True).start()
+
+    def record_kvm_probe(self, node_id: str, result: kvm_probe.ProbeResult) -> None:
+        """Save a kvm verdict with what it depends on, so restarts do not probe again."""
+        self.store.update(TABLE, node_id, {
+            "kvm_usable": result.usable,
+            "kvm_probe": {**result.to_dict(), "fingerprint": self._fingerprint(node_id),
+                          "time": time.time()},
+        })
+
+    def mark_kvm_unusable(self, node_id: str, reason: str) -> None:
+        """A kvm guest failed to start with a KVM error: use TCG on this node from now on."""
+        self.record_kvm_probe(node_id, kvm_probe.ProbeResult(False, reason))
+        self.panel.emit("node.kvm_unusable", node_id, reason=reason)
+        log.warning("node %s: KVM failed a guest start, using TCG from now on: %s",
+                    node_id, reason)
 
     def domain_type(self, node_id: str) -> str:
         """The domain type VMs get on this node: from capabilities, kvm only where it works."""
@@ -272,7 +288,8 @@ class NodeManager:
             probe.wait(KVM_PROBE_TIMEOUT)
             node = self.require(node_id)
         caps = parse_capabilities(self.connection(node_id).get().getCapabilities())
-        return choose_domain_type(caps, node.get("kvm_usable"))
+        # No verdict (the probe could not finish): emulation runs everywhere, kvm may not.
+        return choose_domain_type(caps, node.get("kvm_usable") is True)
 
     # -- lookups -----------------------------------------------------------------------
     def require(self, node_id: str) -> dict[str, Any]:

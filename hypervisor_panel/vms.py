@@ -19,6 +19,7 @@ from .errors import Conflict, Forbidden, Invalid, NotFound, PanelError, Unavaila
 from .storage import GIB
 from .tasks import TaskContext
 from .validation import ID, NAME, validate
+from .virt import kvm_probe
 from .virt.domain_xml import DomainBuilder, serial_log_path
 
 if TYPE_CHECKING:
@@ -443,12 +444,38 @@ class VMService:
             if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
                 dom.resume()
             else:
-                dom.create()
+                self._create_domain(vm, dom, ctx)
         except libvirt.libvirtError as exc:
             raise PanelError(f"cannot start {vm['name']}: {_msg(exc)}",
                              code="start_failed") from exc
         self.panel.nodes.connection(vm["node"]).set_state(vm["uuid"], vm["domain_name"],
                                                           "running")
+
+    def _create_domain(self, vm: dict[str, Any], dom: libvirt.virDomain,
+                       ctx: TaskContext | None) -> None:
+        """Start the domain; when KVM itself fails on an auto node, switch it to TCG once."""
+        try:
+            dom.create()
+            return
+        except libvirt.libvirtError as exc:
+            message = _msg(exc)
+            node = self.panel.nodes.require(vm["node"])
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            if (not kvm_probe.is_kvm_domain(xml)
+                    or node.get("domain_type", "auto") != "auto"
+                    or not kvm_probe.is_kvm_error(message)):
+                raise
+        self.panel.nodes.mark_kvm_unusable(vm["node"], message)
+        if ctx:
+            ctx.log(f"KVM failed on this node ({message}); retrying with emulation (TCG)")
+        self._expect_define.add(vm["uuid"])
+        try:
+            dom = self.panel.nodes.connection(vm["node"]).get().defineXML(
+                kvm_probe.to_tcg(xml))
+        finally:
+            self._expect_define.discard(vm["uuid"])
+        self.store.update(TABLE, vm["id"], {"domain_type": "qemu"})
+        dom.create()
 
     def _stop(self, vm: dict[str, Any], ctx: TaskContext | None = None,
               timeout: int = DEFAULT_STOP_TIMEOUT, force: bool = False) -> dict[str, Any]:

@@ -87,3 +87,30 @@ def test_domain_type_comes_from_capabilities_and_the_kvm_probe():
     assert choose_domain_type(caps, kvm_usable=None) == "kvm"
     assert choose_domain_type(caps, kvm_usable=False) == "qemu"
     assert choose_domain_type(HostCaps("x86_64", ("test",), None)) == "test"
+
+
+def test_kvm_probe_domain_keeps_the_guest_cpu_definition(tmp_path: Path):
+    import xml.etree.ElementTree as ET
+
+    from hypervisor_panel.virt.kvm_probe import probe_xml
+
+    guest = builder(disks=[])
+    probe = ET.fromstring(probe_xml(guest))  # noqa: S314 - our own XML
+    assert probe.get("type") == "kvm"
+    assert ET.tostring(probe.find("cpu")) == ET.tostring(guest.element().find("cpu"))
+    assert probe.find("os/bios").attrib == {"useserial": "yes", "rebootTimeout": "0"}
+    assert probe.find("devices/disk") is None
+    validate_with_libvirt_schema(ET.tostring(probe, encoding="unicode"), "domain", tmp_path)
+
+
+def test_to_tcg_switches_type_and_drops_the_host_cpu_model():
+    from hypervisor_panel.virt.kvm_probe import is_kvm_domain, is_kvm_error, to_tcg
+
+    xml = builder().to_xml()
+    assert is_kvm_domain(xml)
+    tcg = to_tcg(xml)
+    assert not is_kvm_domain(tcg) and "host-model" not in tcg
+    assert "web1-disk0.qcow2" in tcg
+    assert is_kvm_error("qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69")
+    assert is_kvm_error("-accel kvm: failed to initialize kvm: Inappropriate ioctl")
+    assert not is_kvm_error("Cannot access storage file '/x.qcow2': No such file")

@@ -3,6 +3,9 @@
 # on this machine, e.g. a migration destination or a remote node for tests.
 #
 # Usage: scripts/services/libvirtd2.sh start|stop|status DIR
+#        scripts/services/libvirtd2.sh set-kvm DIR mask|open|broken
+# set-kvm swaps what the running daemon (and the QEMUs it starts from then on) sees as
+# /dev/kvm, so tests can force each kind of host (kvm-mask.sh: kvm_device_file).
 #
 # The daemon runs in its own mount namespace (unshare -m, propagation slave:
 # our bind mounts never leak to the host, host mounts still show up inside, so
@@ -13,7 +16,10 @@
 #   /var/lib/libvirt   <- DIR/ns/lib    (empty directory tree)
 #   /var/cache/libvirt <- DIR/ns/cache  (copy: reuses the QEMU capability cache)
 #   /var/log/libvirt   <- DIR/ns/log    (empty directory tree)
-#   /dev/kvm           <- DIR/kvm-mask  (only when libvirtd.sh would mask it too)
+#   /dev/kvm           <- DIR/kvm-mask  (only when libvirtd.sh would mask it too,
+#                                        or HVP_LIBVIRTD_MASK_KVM=1; with
+#                                        HVP_LIBVIRTD_MASK_KVM=open an openable
+#                                        KVM device: see kvm-mask.sh)
 # So a path such as /var/lib/libvirt/images/x or the serial log
 # /var/log/libvirt/qemu/NAME-serial.log names a DIFFERENT file for this daemon:
 # on the host it is DIR/ns/lib/images/x, DIR/ns/log/qemu/NAME-serial.log.
@@ -51,11 +57,11 @@ export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 log() { printf 'libvirtd2.sh: %s\n' "$*" >&2; }
 
 usage() {
-    echo "usage: $0 start|stop|status DIR" >&2
+    echo "usage: $0 start|stop|status DIR | set-kvm DIR mask|open|broken" >&2
     exit 2
 }
 
-[[ $# -eq 2 ]] || usage
+[[ $# -eq 2 || ( $# -eq 3 && "$1" == set-kvm ) ]] || usage
 CMD="$1"
 if [[ ! -d "$2" ]]; then
     case "$CMD" in
@@ -252,9 +258,11 @@ do_start() {
         chmod 0711 "$DIR"
         populate
         write_configs
-        if kvm_mask_needed; then
-            : >"$KVM_MASK"
-            chmod 0600 "$KVM_MASK"
+        if [[ "${HVP_LIBVIRTD_MASK_KVM:-auto}" == open ]]; then
+            kvm_device_file open "$KVM_MASK"
+            mask="$KVM_MASK"
+        elif kvm_mask_needed; then
+            kvm_device_file mask "$KVM_MASK"
             mask="$KVM_MASK"
         fi
         vpid="$(pid_from "$VIRTLOGD_PID" virtlogd)"
@@ -368,9 +376,21 @@ do_status() {
     return 3
 }
 
+# set_kvm KIND: bind a new /dev/kvm stand-in inside the running daemon's namespace.
+set_kvm() {
+    local kind="$1" pid file
+    pid="$(pid_from "$LIBVIRTD_PID" libvirtd)"
+    [[ -n "$pid" ]] || { log "libvirtd is not running"; exit 1; }
+    file="$DIR/kvm-$kind"
+    kvm_device_file "$kind" "$file"
+    nsenter -t "$pid" -m mount --bind "$file" /dev/kvm
+    log "/dev/kvm of libvirtd $pid is now: $kind"
+}
+
 case "$CMD" in
     start) do_start ;;
     stop) do_stop ;;
     status) do_status ;;
+    set-kvm) set_kvm "$3" ;;
     *) usage ;;
 esac

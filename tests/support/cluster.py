@@ -252,10 +252,16 @@ def system_serial_log_path(domain_name: str) -> Path:
     return SYSTEM_SERIAL_DIR / f"{domain_name}-serial.log"
 
 
-def start_libvirtd2(dir: Path) -> Daemon2:
-    """Start (or find running) the second libvirtd of ``dir`` (keep ``dir`` short)."""
+def start_libvirtd2(dir: Path, kvm: str | None = None) -> Daemon2:
+    """Start (or find running) the second libvirtd of ``dir`` (keep ``dir`` short).
+
+    ``kvm`` forces what the daemon sees as /dev/kvm: "mask" (no KVM, as where the QEMU
+    user cannot open it) or "open" (an openable KVM device); default: as libvirtd.sh.
+    """
     dir = Path(dir)
-    _run_script(LIBVIRTD2_SCRIPT, "start", str(dir), timeout=90)
+    mask = {None: None, "mask": "1", "open": "open"}[kvm]
+    _run_script(LIBVIRTD2_SCRIPT, "start", str(dir), timeout=90,
+                env={"HVP_LIBVIRTD_MASK_KVM": mask} if mask else None)
     env = _read_env(dir / "env")
     return Daemon2(
         dir=Path(env["LIBVIRTD2_DIR"]),
@@ -263,6 +269,11 @@ def start_libvirtd2(dir: Path) -> Daemon2:
         host_uuid=env["LIBVIRTD2_HOST_UUID"],
         pid=int(env["LIBVIRTD2_PID"]),
     )
+
+
+def set_kvm(dir: Path, kind: str) -> None:
+    """Swap the running daemon's /dev/kvm: "mask", "open" or "broken" (opens, is not KVM)."""
+    _run_script(LIBVIRTD2_SCRIPT, "set-kvm", str(dir), kind, timeout=30)
 
 
 def stop_libvirtd2(dir: Path) -> None:
