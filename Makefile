@@ -22,7 +22,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast bench lint services deps test-deps clean
+.PHONY: run test test-fast bench lint services services-stop deps test-deps clean
 
 $(VENV)/.deps: setup.py pyproject.toml
 	$(DEBS) $(RUN_DEBS)
@@ -45,6 +45,11 @@ run: deps
 services: test-deps
 	scripts/services/libvirtd.sh start
 
+# Stop what `make services` / `make test` started (libvirtd, virtlogd); tests stop their own
+# helper daemons themselves.
+services-stop:
+	scripts/services/libvirtd.sh stop
+
 lint: test-deps
 	$(PY) -m ruff check .
 
@@ -55,8 +60,10 @@ test: services lint
 test-fast: test-deps
 	$(PY) -m pytest -m "not slow and not browser and not desktop" $(PYTEST_ARGS)
 
+# Fails when `python -m bench` does: exit 2 when a benchmark could not run (an ERROR row),
+# 1 for a missed goal with BENCH_ARGS=--strict. BENCH_ARGS: e.g. --only vm_list --keep.
 bench: services
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

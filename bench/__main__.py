@@ -1,6 +1,6 @@
 """``python -m bench [--only NAME[,NAME]] [--strict] [--keep]``: run the benchmarks and
-print one results table. Exit status is 0 unless ``--strict`` is given and a goal is missed
-(or a benchmark could not run)."""
+print one results table. Exit status: 2 when a benchmark could not run (an ERROR row),
+else 1 when ``--strict`` is given and a goal is missed, else 0."""
 
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ def _run_one(name: str, workdir: Path) -> tuple[Report, float]:
         report = module.run(workdir / name)
     except Exception:
         report = Report()
-        report.check("benchmark run", "ERROR", "runs", False)
-        report.note(traceback.format_exc().rstrip())
+        report.error(traceback.format_exc().rstrip())
     elapsed = time.perf_counter() - started
     for row in report.rows:
         print(f"   {_verdict(row):4}  {row.metric}: {row.value}", flush=True)
@@ -44,6 +43,8 @@ def _host() -> str:
 
 
 def _verdict(row: Row) -> str:
+    if row.error:
+        return "ERROR"
     if row.ok is None:
         return ""
     return "PASS" if row.ok else "FAIL"
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="",
                         help=f"comma-separated benchmarks to run ({', '.join(BENCHMARKS)})")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when a goal is missed or a benchmark fails to run")
+                        help="exit 1 when a goal is missed (a benchmark that cannot run "
+                             "always exits 2)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (data dirs, node files, logs)")
     parser.add_argument("--tmp", default=None,
@@ -108,16 +110,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n[{name}] ran in {elapsed:.1f} s")
         for note in report.notes:
             print("  - " + note.replace("\n", "\n    "))
+    errors = [name for name, report, _ in results if report.could_not_run]
     failed = [f"{name}: {row.metric}" for name, report, _ in results
-              for row in report.rows if row.ok is False]
+              for row in report.rows if row.ok is False and not row.error]
     print()
+    for name in errors:
+        print(f"  ERROR  {name}: the benchmark could not run (see its notes above)")
     if failed:
         print(f"GOALS MISSED ({len(failed)}):")
         for item in failed:
             print(f"  FAIL  {item}")
-    else:
+    elif not errors:
         print("ALL GOALS MET")
-    return 1 if (failed and args.strict) else 0
+    return exit_status(errors, failed, args.strict)
+
+
+def exit_status(errors: list[str], failed: list[str], strict: bool) -> int:
+    """2 when a benchmark could not run, 1 for a missed goal under ``--strict``, else 0."""
+    if errors:
+        return 2
+    return 1 if (failed and strict) else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import inspect
 import json
+import math
 import statistics
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "bench-admin-password"
+TINY_MIB = 16  # the smallest memory_mib a VM template may have
 
 # The same node as tests/data/test-node.xml: a private test-driver node (never
 # test:///default, whose state is shared by every connection in the process).
@@ -52,6 +54,7 @@ class Row:
     value: str
     goal: str = ""
     ok: bool | None = None  # None: information only
+    error: bool = False  # the benchmark could not run
 
 
 @dataclass
@@ -59,11 +62,21 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def could_not_run(self) -> bool:
+        """True when the benchmark stopped with an error (an ERROR row)."""
+        return any(row.error for row in self.rows)
+
     def info(self, metric: str, value: str) -> None:
         self.rows.append(Row(metric, value))
 
     def check(self, metric: str, value: str, goal: str, ok: bool) -> None:
         self.rows.append(Row(metric, value, goal, ok))
+
+    def error(self, detail: str) -> None:
+        """Record that the benchmark could not run; ``detail`` (a traceback) becomes a note."""
+        self.rows.append(Row("benchmark run", "ERROR", "runs", False, error=True))
+        self.notes.append(detail)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -242,6 +255,30 @@ class PanelHarness:
     def node_id(self) -> str:
         nodes = self.panel.store.all("nodes")
         return nodes[0]["id"]
+
+
+def tiny_template(client: JsonClient, count: int) -> tuple[str, float]:
+    """Make room for ``count`` VMs through the public API; return (template id, overcommit).
+
+    Creates a ``bench-tiny`` VM template (the smallest memory the API allows) and, when
+    ``count`` of them do not fit in the largest node's RAM, raises the cluster's
+    ``memory_overcommit`` just enough (placement refuses a VM that does not fit).
+    """
+    template = client.call("POST", "/api/v1/vm-templates", {
+        "name": "bench-tiny", "memory_mib": TINY_MIB, "vcpus": 1, "disk_gib": 1},
+        expect=(201,))
+    nodes = client.call("GET", "/api/v1/nodes")["items"]
+    ram = max((n.get("resources") or {}).get("memory_mib") or 0 for n in nodes)
+    if not ram:
+        raise BenchError("no node reports its RAM")
+    needed = math.ceil(count * TINY_MIB / ram * 10) / 10
+    ratio = client.call("GET", "/api/v1/settings")["memory_overcommit"]
+    if needed > ratio:
+        ratio = client.call("PATCH", "/api/v1/settings",
+                            {"memory_overcommit": needed})["memory_overcommit"]
+        if ratio < needed:
+            raise BenchError(f"memory_overcommit is {ratio}, {count} VMs need {needed}")
+    return template["id"], ratio
 
 
 def template_id(client: JsonClient, name: str = "small") -> str:
