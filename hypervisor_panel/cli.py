@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 
 from .errors import PluginLoadError
+
+log = logging.getLogger(__name__)
+
+#: Seconds a stop (start-up included) may take before the watchdog ends the process.
+STOP_GRACE = 4.0
 
 
 def build_panel(args: argparse.Namespace):
@@ -19,35 +28,84 @@ def build_panel(args: argparse.Namespace):
     if generated:
         print(f"Created user 'admin' with password: {generated}  (shown only once)",
               flush=True)
+    from .nodes import DEMO_NOTICE
+
+    local = panel.nodes.local_candidate()
+    if local["offer"]:
+        print(f"A libvirtd answers at {local['uri']} but is not a node of this panel yet: "
+              "add it on the Nodes page (or POST /api/v1/nodes/local-libvirt).", flush=True)
+    elif panel.nodes.demo_only():
+        print(DEMO_NOTICE, flush=True)
     return panel
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM, then stop the server and close the panel (exit code 0)."""
     from .web.app import create_app
-    from .web.server import make_server
+    from .web.server import make_server, serve_until
 
-    panel = build_panel(args)
-    server = make_server(create_app(panel), args.host, args.port)
-
-    def stop(signum: int, frame: object) -> None:
-        # Leave serve() by an exception: cheroot's stop() called from the thread that runs
-        # serve() would wait for serve() to return, forever.
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    server.prepare()
-    host, port = server.bind_addr[:2]
-    print(f"Hypervisor panel on http://{host}:{port}/ (data: {panel.data_dir})", flush=True)
+    stop = stop_on_signals()
+    log.info("Starting the panel (pid %d)", os.getpid())
+    panel = None
     try:
-        server.serve()
-    except (SystemExit, KeyboardInterrupt):
-        pass
+        panel = build_panel(args)
+        if not stop.is_set():  # a signal during start-up: do not even open the port
+            server = make_server(create_app(panel), args.host, args.port)
+            server.prepare()
+            host, port = server.bind_addr[:2]
+            print(f"Hypervisor panel on http://{host}:{port}/ (data: {panel.data_dir})",
+                  flush=True)
+            serve_until(server, stop)
     finally:
-        server.stop()
-        panel.close()
-    print("Hypervisor panel stopped", flush=True)
+        stop.set()  # however we got here, the watchdog now bounds what is left
+        if panel is not None:
+            panel.close()
+        print("Hypervisor panel stopped", flush=True)
     return 0
+
+
+def stop_on_signals(grace: float = STOP_GRACE) -> threading.Event:
+    """An event set by the first SIGINT or SIGTERM; ``grace`` s later a watchdog ends the process.
+
+    The Python-level handlers do nothing: CPython's C handler writes the signal number to a
+    wakeup pipe, read by a daemon thread. No exception is ever raised into what the main thread
+    is doing (start-up, cheroot's serve() or stop(), a lock), and a repeated signal is harmless
+    (``make run`` forwards the group's SIGTERM to the panel, which so gets it twice).
+    """
+    stop = threading.Event()
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+
+    def watch() -> None:
+        while True:
+            for signum in os.read(read_fd, 64):
+                if signum not in (signal.SIGINT, signal.SIGTERM):
+                    continue
+                name = signal.Signals(signum).name
+                if stop.is_set():
+                    log.info("%s received: already stopping", name)
+                else:
+                    log.info("%s received: stopping", name)
+                    stop.set()
+
+    threading.Thread(target=watch, name="hvp-signals", daemon=True).start()
+    threading.Thread(target=_watchdog, args=(stop, grace), name="hvp-watchdog",
+                     daemon=True).start()
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)  # before the handlers: no gap
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    return stop
+
+
+def _watchdog(stop: threading.Event, grace: float) -> None:
+    """Last resort: end the process if it still runs ``grace`` s after the stop request."""
+    stop.wait()
+    faulthandler.dump_traceback_later(grace + 2, exit=True)  # even if no thread gets the GIL
+    time.sleep(grace)
+    log.error("Still running %.0f s after the stop request: forcing exit (stacks follow)", grace)
+    faulthandler.dump_traceback(all_threads=True)
+    print("Hypervisor panel stopped (forced)", flush=True)
+    os._exit(1)
 
 
 def cmd_desktop(args: argparse.Namespace) -> int:
