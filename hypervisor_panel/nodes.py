@@ -14,11 +14,12 @@ import libvirt
 
 from .cluster import ssh
 from .cluster.checks import local_facts
-from .errors import NotFound, PanelError, Unavailable
+from .errors import Conflict, NotFound, PanelError, Unavailable
 from .virt import kvm_probe
 from .virt.capabilities import choose_domain_type, parse_capabilities
 from .virt.connection import NodeConnection
 from .virt.domain_xml import DomainBuilder
+from .virt.events import ensure_event_loop
 
 if TYPE_CHECKING:
     from .panel import Panel
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 
 TABLE = "nodes"
 LOCAL_URI = "qemu:///system"
+LOCAL_CHECK_INTERVAL = 30.0
+DEMO_NOTICE = ("No libvirtd answers at qemu:///system, so the panel runs on the embedded "
+               "demo node (libvirt's test driver: nothing real runs). For a real node, "
+               "install and start libvirt (`make services`, or apt-get install "
+               "libvirt-daemon-system and start libvirtd); the Nodes page then offers to "
+               "add it.")
 WATCH_INTERVAL = 5.0
 STATS_INTERVAL = 15.0
 KVM_PROBE_TIMEOUT = 120.0
@@ -42,9 +49,11 @@ def demo_uri(data_dir: Path) -> str:
     return f"test://{target}"
 
 
-def local_libvirt_answers(uri: str = LOCAL_URI) -> bool:
+def local_libvirt_answers(uri: str | None = None) -> bool:
+    """Whether a libvirtd answers at ``uri`` (default: the local one), quietly."""
+    ensure_event_loop()  # also silences libvirt's default error printer
     try:
-        conn = libvirt.open(uri)
+        conn = libvirt.open(uri or LOCAL_URI)
     except libvirt.libvirtError:
         return False
     conn.close()
@@ -64,6 +73,7 @@ class NodeManager:
         self._stop = threading.Event()
         self._reconnecting: set[str] = set()
         self._watcher: threading.Thread | None = None
+        self._local_check: tuple[float, bool] | None = None
 
     # -- start-up ----------------------------------------------------------------------
     def ensure_local_node(self) -> dict[str, Any]:
@@ -87,6 +97,47 @@ class NodeManager:
         }
         return self.store.insert(TABLE, node)
 
+    def demo_only(self) -> bool:
+        """Whether the demo node is the only node (then say how to get a real one)."""
+        nodes = self.store.all(TABLE)
+        return bool(nodes) and all(n.get("kind") == "demo" for n in nodes)
+
+    def local_candidate(self) -> dict[str, Any]:
+        """Whether the local libvirtd answers but is no node yet (the panel offers it).
+
+        A data directory made on the demo node keeps only that node; once libvirt is
+        installed the admin adds the local daemon with :meth:`add_local`. The answer is
+        cached for a while: it costs a connection.
+        """
+        now = time.monotonic()
+        cached = self._local_check
+        if cached is None or now - cached[0] > LOCAL_CHECK_INTERVAL:
+            answers = local_libvirt_answers()
+            self._local_check = cached = (now, answers)
+        present = any(n.get("uri") == LOCAL_URI for n in self.store.all(TABLE))
+        return {"uri": LOCAL_URI, "answers": cached[1], "node_exists": present,
+                "offer": cached[1] and not present}
+
+    def add_local(self) -> dict[str, Any]:
+        """Add the local libvirtd (qemu:///system) as a node named "local"."""
+        self._local_check = None
+        if not self.local_candidate()["offer"]:
+            state = self.local_candidate()
+            raise Conflict("the local libvirtd is already a node" if state["node_exists"]
+                           else f"no libvirtd answers at {LOCAL_URI}",
+                           code="already_exists" if state["node_exists"]
+                           else "local_libvirt_unavailable")
+        names = {n["name"] for n in self.store.all(TABLE)}
+        name = next(c for c in ("local", *(f"local-{i}" for i in range(2, 100)))
+                    if c not in names)
+        node = self.store.insert(TABLE, {
+            "name": name, "uri": LOCAL_URI, "kind": "local", "host": "localhost",
+            "label": "", "domain_type": "auto", "kvm_usable": None, "created": time.time(),
+        })
+        self._connect(node)
+        self.panel.emit("node.add", node["id"], name=name, uri=LOCAL_URI)
+        return node
+
     def start(self) -> None:
         for node in self.store.all(TABLE):
             if node.get("kind") == "ssh":  # remote: never hold up start-up
@@ -97,6 +148,8 @@ class NodeManager:
         self._watcher.start()
 
     def close(self) -> None:
+        """Stop watching and close every connection; never waits for an unreachable node
+        (an attempt still talking to it drops its connection when it returns)."""
         self._stop.set()
         for conn in list(self._conns.values()):
             conn.close()
@@ -171,38 +224,47 @@ class NodeManager:
         self.panel.emit("node.status", node_id, status=status, error=error)
 
     def _watch(self) -> None:
+        """Every WATCH_INTERVAL reconnect lost nodes; every STATS_INTERVAL refresh the
+        others, each in a thread of its own: a hung node delays no other and no reconnect."""
         last_stats = 0.0
+        refreshing: dict[str, threading.Thread] = {}
+
+        def refresh(node_id: str, conn: NodeConnection) -> None:
+            try:
+                conn.refresh()
+                self._refresh_info(node_id)
+            except libvirt.libvirtError as exc:
+                if conn.check():  # answers: the failure was not the connection's
+                    log.warning("node %s: stats failed: %s", node_id, exc)
+            except (KeyError, Unavailable):
+                pass  # removed or lost meanwhile
+            except Exception:
+                log.exception("node %s: stats failed", node_id)
+
         while not self._stop.wait(WATCH_INTERVAL):
             do_stats = time.monotonic() - last_stats >= STATS_INTERVAL
             for node_id, conn in list(self._conns.items()):
-                if conn.status != "online" or not conn.alive():
-                    self._reconnect_in_background(node_id, conn)
-                elif do_stats:
-                    try:
-                        conn.refresh()
-                        self._refresh_info(node_id)
-                    except Exception:
-                        log.exception("node %s stats failed", node_id)
+                try:
+                    if conn.status != "online" or not conn.alive():
+                        self._reconnect_in_background(node_id, conn)
+                    elif do_stats and not (node_id in refreshing
+                                           and refreshing[node_id].is_alive()):
+                        refreshing[node_id] = threading.Thread(
+                            target=refresh, args=(node_id, conn), daemon=True,
+                            name=f"hvp-stats-{node_id}")
+                        refreshing[node_id].start()
+                except Exception:  # the watcher must outlive any one node's trouble
+                    log.exception("node %s: watch failed", node_id)
             if do_stats:
                 last_stats = time.monotonic()
 
     def _reconnect_in_background(self, node_id: str, conn: NodeConnection) -> None:
-        """One thread per node: an unreachable node never delays the others."""
-        if node_id in self._reconnecting:
-            return
-        self._reconnecting.add(node_id)
+        """Reconnect in a thread of its own: an unreachable node never delays the others.
 
-        def attempt() -> None:
-            try:
-                conn.close()
-                if conn.open():
-                    self._connected(node_id)
-            except Exception:
-                log.exception("node %s reconnect failed", node_id)
-            finally:
-                self._reconnecting.discard(node_id)
-
-        threading.Thread(target=attempt, name=f"hvp-reconnect-{node_id}", daemon=True).start()
+        One attempt at a time per node, except that one stuck past the connection's
+        ATTEMPT_TIMEOUT no longer blocks a fresh one (NodeConnection.open_in_background).
+        """
+        conn.open_in_background(lambda: self._connected(node_id))
 
     # -- per-node facts --------------------------------------------------------------
     def _refresh_info(self, node_id: str) -> None:

@@ -557,6 +557,9 @@ class VMService:
             if storage is not None:
                 self.panel.storages.backend(storage).delete_volume(conn, disk["volume"])
                 ctx.log(f"deleted volume {disk['volume']}")
+        if self.panel.nodes.require(vm["node"]).get("kind") == "local":
+            # The serial log is the panel's file (DomainBuilder asks for it): it goes too.
+            Path(serial_log_path(vm["domain_name"])).unlink(missing_ok=True)
         self.store.delete(TABLE, vm_id)
         with self._index_lock:
             self._index().pop(vm["uuid"], None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from hypervisor_panel.web.server import serve_in_thread
 from tests.support.client import Client
 
 DATA = Path(__file__).parent / "data"
+_BEFORE = pytest.StashKey[dict]()
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
@@ -77,3 +79,32 @@ def two(tmp_path: Path) -> Iterator[dict]:
     yield {"panel": p, "server": base, "admin": admin, "ids": ids}
     srv.stop()
     p.close()
+
+
+# -- the session leaves nothing behind --------------------------------------------------
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from tests.support.leftovers import snapshot
+
+    session.config.stash[_BEFORE] = snapshot()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when tests left domains, pools, daemons or folders behind."""
+    from tests.support.leftovers import left_behind, snapshot
+
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None or os.environ.get("HVP_SKIP_LEFTOVER_CHECK") == "1":
+        return
+    if getattr(session.config.option, "collectonly", False):
+        return
+    found = left_behind(before, snapshot())
+    if not found:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["LEFTOVERS: the test session left these behind (tests must remove what "
+             "they create):"]
+    for kind, items in found.items():
+        lines += [f"  {kind}:"] + [f"    {item}" for item in items]
+    if reporter is not None:
+        reporter.write_line("\n".join(lines), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -5,26 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hypervisor_panel.panel import Panel
+from tests.support.api import assert_error, small_template, snapshot
 from tests.support.client import Client
-
-
-def small_template(admin: Client) -> dict:
-    return next(t for t in admin.get("/api/v1/vm-templates").body["items"]
-                if t["name"] == "small")
-
-
-def snapshot(admin: Client) -> dict:
-    """Everything bad input must leave unchanged."""
-    return {name: admin.get(f"/api/v1/{name}").body["items"]
-            for name in ("vms", "vm-templates", "storages", "nodes", "users")}
-
-
-def assert_error(resp, status: int, code: str | None = None) -> None:
-    assert resp.status == status, resp
-    assert set(resp.body) == {"error"}, resp
-    assert isinstance(resp.body["error"]["message"], str) and resp.body["error"]["message"]
-    if code:
-        assert resp.body["error"]["code"] == code, resp
 
 
 def test_every_route_but_health_and_login_needs_authentication(anon: Client, admin: Client):
@@ -186,6 +168,10 @@ def test_openapi_describes_the_contract(admin: Client):
         assert path in spec["paths"], path
     create = spec["paths"]["/api/v1/vm-templates"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"]["required"]
+    vm_create = spec["paths"]["/api/v1/vms"]["post"]
+    assert "202" in vm_create["responses"] and "200" not in vm_create["responses"]
+    schema = vm_create["requestBody"]["content"]["application/json"]["schema"]
+    assert {"name", "vm_template"} <= set(schema["required"])
 
 
 def test_storage_refuses_a_foreign_pool_of_the_same_name(admin: Client, panel: Panel):

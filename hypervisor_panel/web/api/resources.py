@@ -65,6 +65,16 @@ def register(panel: Panel) -> None:
     def host_key(req: ApiRequest) -> dict[str, Any]:
         return panel.joiner.host_key(req.body)
 
+    @api.route("/nodes/local-libvirt", summary="Whether the local libvirtd answers and is "
+               "not a node yet (then it can be added)", role="admin", tags=("nodes",))
+    def local_libvirt(req: ApiRequest) -> dict[str, Any]:
+        return panel.nodes.local_candidate()
+
+    @api.route("/nodes/local-libvirt", "POST", summary="Add the local libvirtd as a node",
+               role="admin", status=201, tags=("nodes",))
+    def add_local_libvirt(req: ApiRequest):
+        return created(panel.nodes.public(panel.nodes.add_local()))
+
     @api.route("/nodes", "POST", summary="Add a node over SSH (202 + task)", role="admin",
                body=NODE_CREATE, tags=("nodes",))
     def add_node(req: ApiRequest):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BadRequest
+from ...vms import CREATE_SCHEMA
 from ..router import ApiRequest, accepted
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ def register(panel: Panel) -> None:
         return {"items": vms.visible(req.user)}
 
     @api.route("/vms", "POST", summary="Create a VM from a VM template (202 + task)",
-               tags=("vms",))
+               body=CREATE_SCHEMA, status=202, tags=("vms",))
     def create_vm(req: ApiRequest):
         return accepted(vms.create(req.body, req.user))
 

@@ -1,6 +1,6 @@
 // Nodes: connection status and resources, maintenance, removal, and adding a node over SSH.
 
-import { api, ApiError, del, items, post } from './api.js';
+import { api, ApiError, del, get, items, post } from './api.js';
 import { $, $$, badge, el, fill, fmtMiB, freeMemoryMiB, progressBar, usageBar } from './dom.js';
 import { busy, changed, clearError, every, followTask, isAdmin, showError, showNotice } from './ui.js';
 
@@ -360,5 +360,26 @@ function setupAddNode() {
   update();
 }
 
+/** Offer the local libvirtd as a node once it answers (a data dir made on the demo node). */
+async function offerLocal() {
+  const card = $('[data-testid="local-libvirt"]');
+  if (!card) return;
+  const state = await get('/nodes/local-libvirt');
+  card.hidden = !state.offer;
+  $('[data-testid="local-libvirt-uri"]', card).textContent = state.uri;
+}
+
+function setupLocalOffer() {
+  const button = $('[data-testid="add-local-libvirt"]');
+  if (!button) return;
+  button.addEventListener('click', async () => {
+    const node = await busy(button, () => post('/nodes/local-libvirt'), 'Add the local libvirtd');
+    if (!node) return;
+    showNotice(`Node ${node.name} added (${node.uri})`);
+    await Promise.all([offerLocal(), load()]).catch((error) => showError(error, 'Loading nodes'));
+  });
+}
+
 if (form) setupAddNode();
-every(10000, load, 'Loading nodes');
+setupLocalOffer();
+every(10000, async () => { await Promise.all([load(), offerLocal()]); }, 'Loading nodes');

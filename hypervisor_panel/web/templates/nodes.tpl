@@ -1,6 +1,14 @@
 % rebase('base.tpl', title=title, user=user, csrf=csrf, page=page)
 % admin = user['role'] == 'admin'
 <h1>Nodes</h1>
+% if admin:
+<section class="card" data-testid="local-libvirt" hidden>
+  <p><strong>A libvirtd now answers on this machine</strong>
+    (<code data-testid="local-libvirt-uri"></code>) but it is not a node of this panel yet.
+    Add it to run real VMs here; the demo node stays until you remove it.</p>
+  <button type="button" data-testid="add-local-libvirt">Add the local libvirtd as a node</button>
+</section>
+% end
 <section class="card">
   <table class="table" data-testid="node-table">
     <thead><tr><th>Name</th><th>Status</th><th>Connection</th><th>CPU</th><th>Memory</th><th>VMs</th><th>Versions</th>{{!'<th></th>' if admin else ''}}</tr></thead>
