@@ -11,6 +11,7 @@ Two tiers (see ENVIRONMENT.md: this kernel has no device-mapper):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -76,6 +77,28 @@ def undefine_pool(conn: libvirt.virConnect, name: str) -> None:
 def lvs(vg: str) -> list[str]:
     out = run("lvs", "--noheadings", "-o", "lv_name", vg).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def records(admin: Client) -> dict:
+    """What a refused storage request must leave as it was: which records exist and how
+    the storages are defined. Not the figures the panel refreshes in the background (a
+    node's free memory, domain counts and kvm verdict; capacity on a shared libvirtd)."""
+    view: dict = {name: sorted(item["id"] for item in admin.get(f"/api/v1/{name}").body["items"])
+                  for name in ("vms", "vm-templates", "nodes", "users")}
+    storages = admin.get("/api/v1/storages").body["items"]
+    view["storages"] = sorted(([s["id"], s["name"], s["backend"], s["options"]]
+                               for s in storages), key=lambda s: s[0])
+    return view
+
+
+def pools_using(conn: libvirt.virConnect, vg: str) -> list[str]:
+    """The node's libvirt pools (by any name) on volume group ``vg``."""
+    found = []
+    for pool in conn.listAllStoragePools(0):
+        with contextlib.suppress(libvirt.libvirtError):  # another test's pool, gone since
+            if ET.fromstring(pool.XMLDesc(0)).findtext("source/name") == vg:  # noqa: S314
+                found.append(pool.name())
+    return found
 
 
 def validate_xml(xml: str, kind: str, tmp_path: Path) -> None:
@@ -188,13 +211,15 @@ def test_lvm_storage_builds_a_real_vg_and_lv_creation_fails_cleanly_real(real: d
                                             "options": {"vg_name": vg, "devices": [loop]}})
     assert again.status == 201, again
     # ... but another VG on a device that is already a PV is refused before libvirt runs.
-    before = snapshot(admin)
+    before = records(admin)
     clash = admin.post("/api/v1/storages", {"name": f"other-{tag}", "backend": "lvm",
                                             "options": {"vg_name": f"{vg}x",
                                                         "devices": [loop]}})
     assert_error(clash, 409, "device_in_use")
     assert vg in clash.body["error"]["message"]
-    assert snapshot(admin) == before
+    assert records(admin) == before
+    assert pools_using(raw, f"{vg}x") == []
+    assert run("pvs", "--noheadings", "-o", "vg_name", loop).stdout.split() == [vg]
     assert admin.delete(f"/api/v1/storages/{again.body['id']}").status == 204
 
 
@@ -204,7 +229,7 @@ def test_lvm_build_never_overwrites_a_device_holding_data_real(real: dict, tmp_p
     loop = new_loop_device(tmp_path / "fs.img", 64 * 1024**2)
     try:
         run("mkfs.ext4", "-q", "-F", loop)
-        before = snapshot(admin)
+        before = records(admin)
         resp = admin.post("/api/v1/storages", {"name": f"data-{tag}", "backend": "lvm",
                                                "options": {"vg_name": f"hvpdata{tag}",
                                                            "devices": [loop]}})
@@ -214,7 +239,8 @@ def test_lvm_build_never_overwrites_a_device_holding_data_real(real: dict, tmp_p
                                   "node "), message
         assert "forced overwrite is necessary" in message  # libvirt's own reason
         assert "never overwrites a device that holds data" in message
-        assert snapshot(admin) == before
+        assert records(admin) == before
+        assert pools_using(real["raw"], f"hvpdata{tag}") == []
         with pytest.raises(libvirt.libvirtError):
             real["raw"].storagePoolLookupByName(f"hvp-data-{tag}")
         assert run("blkid", "-o", "value", "-s", "TYPE", loop).stdout.strip() == "ext4"
@@ -226,15 +252,19 @@ def test_lvm_build_never_overwrites_a_device_holding_data_real(real: dict, tmp_p
 def test_lvm_storage_on_a_missing_vg_is_refused_clearly_real(real: dict):
     admin: Client = real["admin"]
     tag = uuid.uuid4().hex[:8]
-    before = snapshot(admin)
+    vg = f"hvpnone{tag}"
+    before = records(admin)
     resp = admin.post("/api/v1/storages", {"name": f"nope-{tag}", "backend": "lvm",
-                                           "options": {"vg_name": f"hvpnone{tag}"}})
+                                           "options": {"vg_name": vg}})
     assert_error(resp, 422, "vg_not_found")
     assert resp.body["error"]["message"].startswith(
-        f"volume group 'hvpnone{tag}' does not exist on node ")
-    assert snapshot(admin) == before
+        f"volume group '{vg}' does not exist on node ")
+    # No storage record, no pool on the node (by any name), no volume group made.
+    assert records(admin) == before
+    assert pools_using(real["raw"], vg) == []
     with pytest.raises(libvirt.libvirtError):
         real["raw"].storagePoolLookupByName(f"hvp-nope-{tag}")
+    assert run("vgs", vg, check=False).returncode != 0
 
 
 # -- pure parts and the test driver --------------------------------------------------------

@@ -2,10 +2,14 @@
 
 The cache is filled by one bulk call (``getAllDomainStats``) when the connection opens and
 kept current by libvirt's lifecycle events, so listing VMs costs no libvirt call per VM.
+
+No lock is ever held while libvirt talks to a node: an unreachable or hung node then never
+blocks the API, the shared event-loop thread (close callbacks) or the panel's shutdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -50,6 +54,11 @@ BULK_STATS = (
     | libvirt.VIR_DOMAIN_STATS_BALLOON
     | libvirt.VIR_DOMAIN_STATS_VCPU
 )
+KEEPALIVE_INTERVAL = 5  # seconds between pings; the link is dead after KEEPALIVE_COUNT misses
+KEEPALIVE_COUNT = 3
+# libvirt's SSH transport has no timeout of its own (a handshake with a silent peer blocks
+# forever): an attempt older than this no longer stops a fresh one from starting.
+ATTEMPT_TIMEOUT = 20.0
 
 
 @dataclass
@@ -63,6 +72,7 @@ class DomainStatus:
 
 
 DomainEventHandler = Callable[[str, str, str | None, int, int], None]
+Subscription = tuple[libvirt.virConnect, list[int]]  # a connection and its event callbacks
 
 
 class NodeConnection:
@@ -81,56 +91,155 @@ class NodeConnection:
         self.error: str | None = None
         self.domains: dict[str, DomainStatus] = {}
         self._conn: libvirt.virConnect | None = None
-        self._guard = threading.RLock()
+        self._callback_ids: list[int] = []
         self._on_domain_event = on_domain_event
         self._on_status = on_status
-        self._callback_ids: list[int] = []
+        # Guards the fields below and _conn; held only to swap them, never around libvirt.
+        self._guard = threading.Lock()
+        self._attempt: tuple[int, float] | None = None  # (number, start) of the newest open
+        self._attempts = 0
+        self._dropped: list[Subscription] = []  # closed by libvirt, to release off-callback
+        self._shut = False
 
     # -- connection lifecycle ------------------------------------------------------
     def open(self) -> bool:
         """Connect, subscribe to events and load the domain cache; False if unreachable."""
-        ensure_event_loop()
+        number = self._begin(force=True)
+        return number is not None and self._open(number) is not None
+
+    def open_in_background(self, then: Callable[[], None]) -> bool:
+        """Reconnect in a thread of its own, calling ``then`` once connected.
+
+        False (nothing started) while a younger attempt than ATTEMPT_TIMEOUT runs; an
+        older one counts as stuck and a fresh one starts: the first to connect is kept.
+        """
+        number = self._begin(force=False)
+        if number is None:
+            return False
+
+        def attempt() -> None:
+            try:
+                if self._open(number):
+                    then()
+            except Exception:
+                log.exception("node %s: reconnect failed", self.node_id)
+
+        threading.Thread(target=attempt, name=f"hvp-reconnect-{self.node_id}",
+                         daemon=True).start()
+        return True
+
+    def _begin(self, force: bool) -> int | None:
         with self._guard:
+            if self._shut:
+                return None
+            running = self._attempt
+            if not force and running and time.monotonic() - running[1] < ATTEMPT_TIMEOUT:
+                return None
+            self._attempts += 1
+            self._attempt = (self._attempts, time.monotonic())
+            return self._attempts
+
+    def _open(self, number: int) -> bool | None:
+        """One attempt: True when its connection is now in use, False when another
+        attempt's already was, None when the node could not be reached."""
+        ensure_event_loop()
+        try:
+            self._release_dropped()
+            current = self._conn
+            if current is not None and not _alive(current):
+                self._drop(current, "connection lost")
             try:
                 conn = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
-                self._set_status("offline", _one_line(exc))
+                if self._conn is None:  # no other attempt connected meanwhile
+                    self._set_status("offline", _one_line(exc))
+                return None
+            callback_ids = self._subscribe(conn)
+            with self._guard:
+                installed = not self._shut and self._conn is None
+                if installed:
+                    self._conn, self._callback_ids = conn, callback_ids
+            if not installed:
+                _release(conn, callback_ids)
+                if self._shut:
+                    return None
+                if self.status != "online":  # a failed attempt overtook the winner
+                    self._set_status("online", None)
                 return False
             try:
-                if not self.uri.startswith("test:"):
-                    conn.setKeepAlive(5, 3)
-                conn.registerCloseCallback(self._closed, None)
-                self._callback_ids = [
-                    conn.domainEventRegisterAny(
-                        None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None
-                    )
-                ]
+                self.refresh(conn)
             except libvirt.libvirtError as exc:
-                log.warning("node %s: events unavailable: %s", self.node_id, exc)
-            self._conn = conn
-            self.refresh()
+                self._drop(conn, _one_line(exc))
+                return None
+            if self._conn is not conn:
+                return None  # lost again at once
             self._set_status("online", None)
             return True
+        finally:
+            with self._guard:
+                if self._attempt and self._attempt[0] == number:
+                    self._attempt = None
+
+    def _subscribe(self, conn: libvirt.virConnect) -> list[int]:
+        """Keep-alive, close callback and lifecycle events; the ids to deregister."""
+        callback_ids: list[int] = []
+        try:
+            conn.registerCloseCallback(self._closed, None)
+            callback_ids.append(conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None))
+            if not self.uri.startswith("test:"):
+                conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        except libvirt.libvirtError as exc:
+            log.warning("node %s: events unavailable: %s", self.node_id, exc)
+        return callback_ids
 
     def close(self) -> None:
+        """Disconnect for good (the node is removed or the panel stops); never blocks on
+        an attempt still talking to the node (it drops its connection when it returns)."""
         with self._guard:
-            conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                for cb in self._callback_ids:
-                    conn.domainEventDeregisterAny(cb)
-                conn.unregisterCloseCallback()
-                conn.close()
-            except libvirt.libvirtError:
-                pass
-            self._callback_ids = []
+            self._shut = True
+            conn, callback_ids, self._conn, self._callback_ids = (
+                self._conn, self._callback_ids, None, [])
+        if conn is not None:
+            _release(conn, callback_ids)
+        self._release_dropped()
+
+    def check(self) -> bool:
+        """Whether the connection answers a trivial call; if not, it is dropped (a dead
+        link whose close callback never came) and the watcher reconnects."""
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            conn.getLibVersion()
+        except libvirt.libvirtError as exc:
+            self._drop(conn, f"not answering: {_one_line(exc)}")
+            return False
+        return True
+
+    def _drop(self, conn: libvirt.virConnect | None, reason: str) -> None:
+        with self._guard:
+            if conn is None or self._conn is not conn:
+                return  # already replaced or dropped
+            callback_ids, self._conn, self._callback_ids = self._callback_ids, None, []
+        _release(conn, callback_ids)
+        self._set_status("offline", reason)
 
     def _closed(self, conn: libvirt.virConnect, reason: int, opaque: Any) -> None:
+        """libvirt's close callback, on the shared event-loop thread: it only takes the
+        short guard, and leaves the release (which waits for this callback) to others."""
         with self._guard:
-            if self._conn is conn:
-                self._conn = None
+            if self._conn is not conn:
+                return  # a connection already replaced
+            self._dropped.append((conn, self._callback_ids))
+            self._conn, self._callback_ids = None, []
         self._set_status("offline", f"connection closed (reason {reason})")
+
+    def _release_dropped(self) -> None:
+        with self._guard:
+            dropped, self._dropped = self._dropped, []
+        for conn, callback_ids in dropped:
+            _release(conn, callback_ids)
 
     def _set_status(self, status: str, error: str | None) -> None:
         changed = status != self.status
@@ -140,12 +249,7 @@ class NodeConnection:
 
     def alive(self) -> bool:
         conn = self._conn
-        if conn is None:
-            return False
-        try:
-            return bool(conn.isAlive())
-        except libvirt.libvirtError:
-            return False
+        return conn is not None and _alive(conn)
 
     def get(self) -> libvirt.virConnect:
         """The live connection, or 503 when the node is unreachable."""
@@ -158,16 +262,19 @@ class NodeConnection:
         return conn
 
     # -- domain cache ----------------------------------------------------------------
-    def refresh(self) -> None:
+    def refresh(self, conn: libvirt.virConnect | None = None) -> None:
         """Reload every domain's state and basic stats in one libvirt call."""
-        conn = self._conn
+        conn = conn or self._conn
         if conn is None:
             return
         fresh: dict[str, DomainStatus] = {}
         try:
             records = conn.getAllDomainStats(BULK_STATS)
         except libvirt.libvirtError:
-            records = [(d, {"state.state": d.state()[0]}) for d in conn.listAllDomains()]
+            records = []
+            for dom in conn.listAllDomains():
+                with contextlib.suppress(libvirt.libvirtError):  # gone meanwhile
+                    records.append((dom, {"state.state": dom.state()[0]}))
         for dom, stats in records:
             fresh[dom.UUIDString()] = DomainStatus(
                 name=dom.name(),
@@ -213,6 +320,25 @@ def _basic_stats(stats: dict[str, Any]) -> dict[str, Any]:
     if "vcpu.current" in stats:
         out["vcpus"] = stats["vcpu.current"]
     return out
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def _release(conn: libvirt.virConnect, callback_ids: list[int]) -> None:
+    """Unsubscribe and close; every step runs even when one before failed (a dead
+    connection refuses them all, and skipping close() would leak it)."""
+    for callback_id in callback_ids:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.domainEventDeregisterAny(callback_id)
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.unregisterCloseCallback()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
 
 
 def _one_line(exc: BaseException) -> str:
