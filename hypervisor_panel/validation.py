@@ -17,14 +17,22 @@ NAME = {
 }
 ID = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}
 
-_cache: dict[int, Draft202012Validator] = {}
+# id(schema) -> (schema, validator). The entry keeps the schema alive, so its id cannot be
+# reused by another object while cached; the identity check guards the lookup anyway.
+_cache: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+
+
+def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
+    """A compiled validator for ``schema`` (schemas are module constants: compiled once)."""
+    entry = _cache.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = _cache[id(schema)] = (schema, Draft202012Validator(schema))
+    return entry[1]
 
 
 def validate(data: Any, schema: dict[str, Any], what: str = "request") -> None:
     """Raise Invalid (422) listing every problem when ``data`` does not match ``schema``."""
-    validator = _cache.get(id(schema))
-    if validator is None:
-        validator = _cache[id(schema)] = Draft202012Validator(schema)
+    validator = validator_for(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if not errors:
         return

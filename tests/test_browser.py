@@ -1,6 +1,6 @@
 """The browser UI in a real Chromium (Playwright) against a real server on a test-driver node.
 
-Fixtures come from tests/browser_conftest.py, imported by name (hence F811 below). Every test
+Fixtures come from tests/support/browser.py, imported by name (hence F811 below). Every test
 asks for the server before the page, so the page closes before the server stops.
 """
 # ruff: noqa: F811
@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser_conftest import (  # noqa: F401  (fixtures are used by name)
+from tests.support.browser import (  # noqa: F401  (fixtures are used by name)
     admin_page,
     browser_context_args,
     browser_type_launch_args,

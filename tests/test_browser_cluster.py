@@ -13,7 +13,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser_conftest import (  # noqa: F401  (fixtures are used by name)
+from tests.support.browser import (  # noqa: F401  (fixtures are used by name)
     browser_context_args,
     browser_type_launch_args,
     js_errors,

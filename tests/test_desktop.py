@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_conftest import SCREENSHOTS
+from tests.support.browser import SCREENSHOTS
 
 pytestmark = [pytest.mark.desktop, pytest.mark.slow]
 

@@ -15,6 +15,8 @@ import pytest
 from tests.support.client import Client
 from tests.support.realvirt import ensure_libvirtd, served_panel
 
+pytestmark = pytest.mark.slow  # a real libvirtd
+
 GIB = 1024**3
 
 

@@ -23,6 +23,7 @@ from hypervisor_panel_plugins.storage_nfs.backend import NFSStorage, check_nfs_s
 
 from hypervisor_panel.panel import Panel
 from hypervisor_panel.storage import GIB, StorageError
+from tests.support.api import assert_error, small_template, snapshot
 from tests.support.client import Client
 from tests.support.nfs import (
     LIBNFS_V4_MAX_WRITE,
@@ -35,7 +36,6 @@ from tests.support.nfs import (
     start_ganesha,
     stop_ganesha,
 )
-from tests.test_api_contract import assert_error, small_template, snapshot
 
 FS_NS = "http://libvirt.org/schemas/storagepool/fs/1.0"
 
@@ -145,6 +145,7 @@ def test_clone_xml_is_a_qcow2_overlay_on_the_source(tmp_path: Path):
 
 # -- the reachability check, against a real NFS server ----------------------------------
 @pytest.mark.parametrize("version", ["4", "4.1", "4.2"])
+@pytest.mark.slow  # a real nfs-ganesha
 def test_prepare_passes_against_a_real_nfs_server(ganesha: NFSServer, version: str):
     backend = nfs_storage(host=ganesha.host, port=ganesha.port, export=ganesha.export,
                           version=version)
@@ -153,6 +154,7 @@ def test_prepare_passes_against_a_real_nfs_server(ganesha: NFSServer, version: s
     assert time.monotonic() - started < 1.0
 
 
+@pytest.mark.slow  # a real nfs-ganesha
 def test_prepare_refuses_nfsv3_on_an_nfsv4_only_server(ganesha: NFSServer):
     with pytest.raises(StorageError) as err:
         check_nfs_server(ganesha.host, ganesha.port, "3")
@@ -211,6 +213,7 @@ def test_storage_backends_list_nfs_as_shared(admin: Client):
     assert {"host", "export", "version", "port", "mount_point"} == set(schema["properties"])
 
 
+@pytest.mark.slow  # a real nfs-ganesha
 def test_nfs_storage_is_created_on_test_driver(admin: Client, panel: Panel,
                                                ganesha: NFSServer):
     resp = create_nfs(admin, ganesha)
@@ -235,6 +238,7 @@ def test_nfs_storage_is_created_on_test_driver(admin: Client, panel: Panel,
     assert "hvp-nfs1" not in pool_names(admin, panel)
 
 
+@pytest.mark.slow  # a real nfs-ganesha
 def test_vm_disk_on_nfs_storage_on_test_driver(admin: Client, panel: Panel,
                                                ganesha: NFSServer):
     storage = create_nfs(admin, ganesha, mount_point="/srv/hvp-nfs").body
@@ -252,6 +256,7 @@ def test_vm_disk_on_nfs_storage_on_test_driver(admin: Client, panel: Panel,
     assert_error(admin.delete(f"/api/v1/storages/{storage['id']}"), 409, "storage_in_use")
 
 
+@pytest.mark.slow  # a real nfs-ganesha
 def test_vm_from_an_image_is_a_linked_clone_on_test_driver(admin: Client, panel: Panel,
                                                            ganesha: NFSServer):
     storage = create_nfs(admin, ganesha).body
@@ -321,6 +326,7 @@ def test_unreachable_nfs_server_leaves_nothing_behind(admin: Client, panel: Pane
     assert "hvp-nfs1" not in pool_names(admin, panel)
 
 
+@pytest.mark.slow  # a real nfs-ganesha
 def test_duplicate_storage_name_is_a_conflict(admin: Client, panel: Panel,
                                               ganesha: NFSServer):
     assert create_nfs(admin, ganesha).status == 201
@@ -348,6 +354,7 @@ def qemu_io(image: Path, command: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # a real nfs-ganesha
 def test_qcow2_image_goes_to_the_export_and_back(ganesha: NFSServer, tmp_path: Path):
     local = tmp_path / "small.qcow2"
     # 512-byte clusters and 1 MiB keep the image under libnfs 4.0's NFSv4 write limit.
@@ -364,6 +371,7 @@ def test_qcow2_image_goes_to_the_export_and_back(ganesha: NFSServer, tmp_path: P
     qemu_img("check", "-q", str(back))
 
 
+@pytest.mark.slow  # a real nfs-ganesha
 def test_large_qcow2_image_is_read_back_through_nfs(ganesha: NFSServer, tmp_path: Path):
     # Written on the server's side (libnfs 4.0 cannot write it over NFSv4), read over NFS.
     image = ganesha.export_dir / "big.qcow2"
@@ -379,6 +387,7 @@ def test_large_qcow2_image_is_read_back_through_nfs(ganesha: NFSServer, tmp_path
     assert elapsed < 10, f"reading {image.stat().st_size} bytes over NFS took {elapsed:.1f} s"
 
 
+@pytest.mark.slow  # a real nfs-ganesha
 def test_linked_clone_chain_is_readable_through_nfs(ganesha: NFSServer, tmp_path: Path):
     # The base image is on the server (as if a node had written it); the overlay (the
     # linked clone, backing file relative to it) is written through NFS; a "node" then

@@ -1,6 +1,6 @@
 """Fixtures for the browser tests: Debian's Chromium driven by Playwright.
 
-Import the fixtures you use into the test module (``from tests.browser_conftest import ...``):
+Import the fixtures you use into the test module (``from tests.support.browser import ...``):
 they override pytest-playwright's defaults there. Never ``playwright install``: the browser
 is the system's ``/usr/bin/chromium``.
 """
@@ -25,7 +25,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-results"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-results"
 TIMEOUT_MS = 15_000
 
 
@@ -118,7 +118,7 @@ def plugin_server(tmp_path: Path) -> Iterator[str]:
             return [backend]
 
     node_xml = tmp_path / "test-node.xml"  # a private copy: the default test-driver URI is shared
-    shutil.copyfile(Path(__file__).parent / "data" / "test-node.xml", node_xml)
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "data" / "test-node.xml", node_xml)
     panel = Panel(tmp_path / "data", pm=get_plugin_manager(extra=[FancyPlugin()]),
                   local_uri=f"test://{node_xml}", default_storage_path=str(tmp_path / "img"))
     panel.start(admin_password=ADMIN_PASSWORD)
