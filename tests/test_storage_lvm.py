@@ -34,9 +34,9 @@ from hypervisor_panel.storage import GIB
 from hypervisor_panel.web.app import create_app
 from hypervisor_panel.web.server import serve_in_thread
 from tests.conftest import ADMIN_PASSWORD
+from tests.support.api import assert_error, snapshot
 from tests.support.client import Client
 from tests.support.realvirt import ensure_libvirtd
-from tests.test_api_contract import assert_error, snapshot
 
 LOOP_SIZE = 2 * GIB  # sparse: room for a 1 GiB LV, costs a few KiB of disk
 LVM_ENV = {**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1"}
@@ -147,6 +147,7 @@ def loop_vg(real: dict, tmp_path: Path) -> Iterator[dict]:
         remove_loop_device(loop, vg)
 
 
+@pytest.mark.slow  # real lvm2 and the real libvirtd
 def test_lvm_storage_builds_a_real_vg_and_lv_creation_fails_cleanly_real(real: dict,
                                                                          loop_vg: dict):
     assert "device-mapper" not in Path("/proc/misc").read_text(), (
@@ -223,6 +224,7 @@ def test_lvm_storage_builds_a_real_vg_and_lv_creation_fails_cleanly_real(real: d
     assert admin.delete(f"/api/v1/storages/{again.body['id']}").status == 204
 
 
+@pytest.mark.slow  # real lvm2 and the real libvirtd
 def test_lvm_build_never_overwrites_a_device_holding_data_real(real: dict, tmp_path: Path):
     admin: Client = real["admin"]
     tag = uuid.uuid4().hex[:8]
@@ -249,6 +251,7 @@ def test_lvm_build_never_overwrites_a_device_holding_data_real(real: dict, tmp_p
         remove_loop_device(loop, f"hvpdata{tag}")
 
 
+@pytest.mark.slow  # real lvm2 and the real libvirtd
 def test_lvm_storage_on_a_missing_vg_is_refused_clearly_real(real: dict):
     admin: Client = real["admin"]
     tag = uuid.uuid4().hex[:8]
