@@ -71,7 +71,6 @@ class NodeManager:
         self._info: dict[str, dict[str, Any]] = {}
         self._probes: dict[str, threading.Event] = {}
         self._stop = threading.Event()
-        self._reconnecting: set[str] = set()
         self._watcher: threading.Thread | None = None
         self._local_check: tuple[float, bool] | None = None
 
@@ -318,6 +317,9 @@ class NodeManager:
                                              tuple(info.get("domain_types", ())))
                 log.info("node %s: kvm probe: %s", node["id"], result.reason)
                 self.record_kvm_probe(node["id"], result)
+            except kvm_probe.ProbeInterrupted as exc:
+                log.warning("node %s: kvm probe cut short (%s); probing at the next "
+                            "connection", node["id"], exc)
             except Exception:
                 log.exception("node %s: kvm probe failed", node["id"])
             finally:

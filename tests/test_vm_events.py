@@ -85,3 +85,23 @@ def test_demo_node_replays_vms_after_a_restart(tmp_path):
         assert all(n["state"] == "active" for n in storage["nodes"].values())
     finally:
         second.close()
+
+
+def test_a_bulk_refresh_never_overwrites_a_state_set_while_it_ran(admin: Client, panel: Panel):
+    vm_id = create(admin, "racing")
+    vm = admin.get(f"/api/v1/vms/{vm_id}").body
+    nc = panel.nodes.connection(vm["node"])
+    real = nc.get()
+
+    class SlowStats:
+        """The libvirt connection, but the panel starts the VM during the bulk call."""
+
+        def getAllDomainStats(self, flags):  # noqa: N802 - libvirt's name
+            records = real.getAllDomainStats(flags)  # taken before the start
+            nc.set_state(vm["uuid"], vm["domain_name"], "running")
+            return records
+
+    nc.refresh(SlowStats())
+    assert nc.domains[vm["uuid"]].state == "running"
+    nc.refresh()  # a later refresh reads libvirt's own (stopped) state again
+    assert nc.domains[vm["uuid"]].state == "stopped"

@@ -108,6 +108,7 @@ class NodeJoiner:
         node_id = uuid.uuid4().hex[:12]
         host, port, username = data["host"], data["port"], data["username"]
         written: list[Path] = []
+        inserted = False
         try:
             ctx.progress(5, f"reading the host key of {host}:{port}")
             seen = ssh.fetch_host_key(host, port)
@@ -166,10 +167,14 @@ class NodeJoiner:
             node["facts"] = facts
             ctx.progress(80, "defining the cluster's storages on the node")
             self.panel.store.insert("nodes", node)
+            inserted = True
             self.panel.nodes.add_connection(node)
             self.panel.emit("node.add", node_id, actor=None, name=node["name"])
             return {"node": node_id}
         except Exception:
+            if inserted:  # no half-added node: its record goes with its key files
+                self.panel.nodes.remove(node_id)
+                self.panel.store.delete("nodes", node_id)
             for path in written:
                 path.unlink(missing_ok=True)
             raise

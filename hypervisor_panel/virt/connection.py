@@ -90,6 +90,10 @@ class NodeConnection:
         self.status = "connecting"
         self.error: str | None = None
         self.domains: dict[str, DomainStatus] = {}
+        # When each domain's cached state last changed by an event or the panel itself, so a
+        # bulk refresh that started earlier never overwrites a newer state.
+        self._touched: dict[str, float] = {}
+        self._cache_lock = threading.Lock()
         self._conn: libvirt.virConnect | None = None
         self._callback_ids: list[int] = []
         self._on_domain_event = on_domain_event
@@ -268,6 +272,7 @@ class NodeConnection:
         if conn is None:
             return
         fresh: dict[str, DomainStatus] = {}
+        started = time.monotonic()
         try:
             records = conn.getAllDomainStats(BULK_STATS)
         except libvirt.libvirtError:
@@ -281,18 +286,31 @@ class NodeConnection:
                 state=STATE_NAMES.get(stats.get("state.state", 0), "unknown"),
                 stats=_basic_stats(stats),
             )
-        self.domains = fresh
+        with self._cache_lock:
+            for uuid, when in list(self._touched.items()):
+                if when < started:
+                    del self._touched[uuid]
+                    continue
+                current = self.domains.get(uuid)  # changed while the bulk call ran: keep it
+                if current is None:
+                    fresh.pop(uuid, None)
+                else:
+                    fresh[uuid] = current
+            self.domains = fresh
 
     def _lifecycle(self, conn: Any, dom: Any, event: int, detail: int, opaque: Any) -> None:
         uuid = dom.UUIDString()
         new_state = EVENT_STATES.get(event, "")
-        current = self.domains.get(uuid)
-        if new_state is None:
-            self.domains.pop(uuid, None)
-        elif current is None:
-            self.domains[uuid] = DomainStatus(name=dom.name(), state=new_state or "stopped")
-        elif new_state:
-            current.state, current.changed = new_state, time.time()
+        with self._cache_lock:
+            self._touched[uuid] = time.monotonic()
+            current = self.domains.get(uuid)
+            if new_state is None:
+                self.domains.pop(uuid, None)
+            elif current is None:
+                self.domains[uuid] = DomainStatus(name=dom.name(),
+                                                  state=new_state or "stopped")
+            elif new_state:
+                current.state, current.changed = new_state, time.time()
         if self._on_domain_event:
             try:
                 self._on_domain_event(self.node_id, uuid, new_state, event, detail)
@@ -301,12 +319,14 @@ class NodeConnection:
 
     def set_state(self, uuid: str, name: str, state: str | None) -> None:
         """Record a state the panel itself just caused (events may lag behind)."""
-        if state is None:
-            self.domains.pop(uuid, None)
-        elif uuid in self.domains:
-            self.domains[uuid].state = state
-        else:
-            self.domains[uuid] = DomainStatus(name=name, state=state)
+        with self._cache_lock:
+            self._touched[uuid] = time.monotonic()
+            if state is None:
+                self.domains.pop(uuid, None)
+            elif uuid in self.domains:
+                self.domains[uuid].state = state
+            else:
+                self.domains[uuid] = DomainStatus(name=name, state=state)
 
 
 def _basic_stats(stats: dict[str, Any]) -> dict[str, Any]:

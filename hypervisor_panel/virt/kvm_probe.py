@@ -41,6 +41,14 @@ KVM_ERROR = re.compile(r"\bkvm|\bMSR\b|/dev/kvm", re.IGNORECASE)
 BuilderFactory = Callable[[str, str, str], DomainBuilder]  # (domain_type, name, uuid)
 
 
+# libvirt errors that mean "the connection to the node broke", not "KVM failed".
+CONNECTION_ERRORS = (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)
+
+
+class ProbeInterrupted(Exception):
+    """The node's connection broke during the probe: no verdict (probe again later)."""
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """The verdict and the figures it rests on (saved with the node)."""
@@ -88,12 +96,19 @@ def remove_leftovers(conn: libvirt.virConnect) -> list[str]:
     return removed
 
 
+def _failure(exc: libvirt.libvirtError) -> str:
+    """The message of a probe failure; raises ProbeInterrupted when the link broke."""
+    if exc.get_error_domain() in CONNECTION_ERRORS:
+        raise ProbeInterrupted(libvirt_message(exc)) from exc
+    return libvirt_message(exc)
+
+
 def _boot_loops(conn: libvirt.virConnect, xml: str, seconds: float) -> tuple[float, str | None]:
     """Run the probe domain for ``seconds``; (BIOS boots per second, error or None)."""
     try:
         dom = conn.createXML(xml, 0)
     except libvirt.libvirtError as exc:
-        return 0.0, libvirt_message(exc)
+        return 0.0, _failure(exc)
     stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
     output = b""
     try:
@@ -112,7 +127,7 @@ def _boot_loops(conn: libvirt.virConnect, xml: str, seconds: float) -> tuple[flo
             return 0.0, "QEMU exited while the probe ran"
         return output.count(BANNER) / elapsed, None
     except libvirt.libvirtError as exc:
-        return 0.0, libvirt_message(exc)
+        return 0.0, _failure(exc)
     finally:
         with contextlib.suppress(libvirt.libvirtError):
             stream.abort()

@@ -51,9 +51,11 @@ def _processes() -> set[str]:
     found = set()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # exited; waiting for PID 1 to reap it
             comm = (proc / "comm").read_text().strip()
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
+        except (OSError, IndexError):
             continue
         wanted = any(comm.startswith(name[:15]) for name in PROCESS_NAMES)
         if (wanted or "pyftpdlib" in cmdline) and proc.name != str(os.getpid()):
