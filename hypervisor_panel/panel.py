@@ -1,38 +1,38 @@
-"""The composition root: one Panel holds the store, plugins, services and node connections.
+"""The composition root: builds every service with its dependencies and wires callbacks.
 
-It is passed to every hook, so plugins reach the panel's services through it.
+It holds no logic of its own. It is passed to every hook as ``panel`` (see ``host.py``
+for what plugins may use of it). Services never import it: each gets the services it
+needs, and lower services hear from higher ones through callbacks wired here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 import pluggy
 
+from .api import core_routes
 from .auth import Auth
-from .cluster.join import NodeJoiner
-from .cluster.migration import Migrator
-from .errors import PluginLoadError
-from .nodes import NodeManager
+from .catalog import PluginCatalog
+from .events import EventLog, EventRecord
+from .nodes import NodeJoiner, NodeManager
 from .plugins import get_plugin_manager
+from .references import References
+from .registry import Registry, collect_routes
+from .routes import RouteTable
+from .settings import SettingsService
 from .storage import StorageBackend
 from .storages import StorageService
 from .store import Store
 from .tasks import TaskManager
-from .validation import check_schema
+from .virt.domain_xml import DomainBuilder
 from .vm_templates import VMTemplateService
-from .vms import VMService
-from .web.router import ApiRouter
+from .vms import VMRecord, VMService
+from .volumes import VolumeService
 
 log = logging.getLogger(__name__)
-
-EVENTS = "events"
-MAX_EVENTS = 5000
-DEFAULT_STORAGE_PATH = "/var/lib/libvirt/images/hvp"
 
 
 def default_data_dir() -> Path:
@@ -40,46 +40,48 @@ def default_data_dir() -> Path:
 
 
 class Panel:
-    """Everything a running panel is made of; ``start()`` brings it up, ``close()`` down."""
+    """Everything a running panel is made of; ``start()`` brings it up, ``close()`` down.
 
-    def __init__(
-        self,
-        data_dir: str | Path | None = None,
-        *,
-        pm: pluggy.PluginManager | None = None,
-        plugins: list[str] | None = None,
-        local_uri: str | None = None,
-        workers: int = 4,
-        default_storage_path: str | None = DEFAULT_STORAGE_PATH,
-    ) -> None:
+    ``default_storage_path`` is handed to the ``default_storage`` hook: "auto" (the
+    plugin's default), a path, or None for no storage at first start.
+    """
+
+    def __init__(self, data_dir: str | Path | None = None, *,
+                 pm: pluggy.PluginManager | None = None, plugins: list[str] | None = None,
+                 local_uri: str | None = None, workers: int = 4,
+                 default_storage_path: str | None = "auto") -> None:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
+        self.default_storage_path = default_storage_path
         self.store = Store(self.data_dir / "panel.db")
         self.pm = pm or get_plugin_manager(plugins)
-        self.api = ApiRouter()
-        self.auth = Auth(self.store)
+        self.plugins = PluginCatalog(self.pm)
+        self.references = References()
+        self.events = EventLog(self.store, on_event=self._track)
+        self.settings = SettingsService(self.store)
+        self.auth = Auth(self.store, self.references, self.events)
         self.tasks = TaskManager(self.store, workers=workers, on_finish=self._task_finished)
-        self.default_storage_path = default_storage_path
-        self.storage_backends = self._collect_backends()
-        self.storages = StorageService(self, self.storage_backends)
-        self.vm_templates = VMTemplateService(self)
-        self.vms = VMService(self)
-        self.nodes = NodeManager(self, local_uri)
-        self.joiner = NodeJoiner(self)
-        self.migrator = Migrator(self)
-        self._event_count = 0
+        self.registry = Registry.collect(self.pm, self)
+        self.nodes = NodeManager(self.store, self.events, self.references, self.data_dir,
+                                 local_uri)
+        self.joiner = NodeJoiner(self.nodes, self.tasks, self.events, self.data_dir)
+        self.storages = StorageService(self.store, self.nodes, self.events, self.references,
+                                       self.registry.storage_backends)
+        self.volumes = VolumeService(self.storages, self.nodes, self.tasks, self.references)
+        self.vm_templates = VMTemplateService(self.store, self.references)
+        self.vms = VMService(self.store, self.tasks, self.events, self.settings, self.nodes,
+                             self.storages, self.vm_templates, self.auth, self.references,
+                             self._prepare_domain)
+        self.nodes.on_connected.append(self.storages.ensure_on_node)
+        self.nodes.on_domain_event = self.vms.on_domain_event
+        self.nodes.evacuate = self.vms.evacuate
+        self.routes = RouteTable()
         self.started = False
 
-    def _collect_backends(self) -> dict[str, type[StorageBackend]]:
-        backends: dict[str, type[StorageBackend]] = {}
-        for batch in self.pm.hook.register_storage_backends(panel=self):
-            for cls in batch:
-                if cls.name in backends:
-                    raise PluginLoadError(f"two plugins register storage back end {cls.name!r}")
-                check_schema(cls.options_schema)
-                backends[cls.name] = cls
-        return backends
+    @property
+    def storage_backends(self) -> dict[str, type[StorageBackend]]:
+        return self.registry.storage_backends
 
     def start(self, admin_password: str | None = None) -> str | None:
         """Recover tasks, create first-start defaults, connect nodes, run startup hooks.
@@ -90,17 +92,19 @@ class Panel:
         if interrupted:
             log.warning("%d task(s) were interrupted by the last stop", interrupted)
         generated = self.auth.ensure_admin(admin_password or os.environ.get("HVP_ADMIN_PASSWORD"))
+        self.events.trim()
         self.nodes.ensure_local_node()
         self.nodes.start()
         self.vm_templates.ensure_defaults()
-        if (self.default_storage_path and not self.store.count("storages")
-                and "dir" in self.storage_backends):
-            try:
-                self.storages.create({"name": "default", "backend": "dir",
-                                      "options": {"path": self.default_storage_path}})
-            except Exception as exc:  # the panel still runs; the admin adds a storage
-                log.warning("could not create the default storage: %s", exc)
-        self.pm.hook.register_routes(panel=self)
+        if self.storages.count() == 0:
+            spec = self.pm.hook.default_storage(panel=self)
+            if spec:
+                try:
+                    self.storages.create_default(spec)
+                except Exception as exc:  # the panel still runs; the admin adds a storage
+                    log.warning("could not create the default storage: %s", exc)
+        self.routes.extend(core_routes(self))
+        self.routes.extend(collect_routes(self.pm, {"panel": self}))
         self.pm.hook.startup(panel=self)
         self.started = True
         return generated
@@ -112,30 +116,13 @@ class Panel:
         self.nodes.close()
         self.store.close()
 
-    def settings(self) -> dict[str, Any]:
-        """Cluster-wide settings (``memory_overcommit``, ...)."""
-        return self.store.get("settings", "cluster") or {}
+    # -- hooks wired into the services ------------------------------------------------------
+    def _prepare_domain(self, vm: VMRecord, domain: DomainBuilder) -> None:
+        self.pm.hook.prepare_domain(panel=self, vm=vm, domain=domain)
 
-    # -- events ------------------------------------------------------------------------
-    def emit(self, kind: str, subject: str | None, actor: str | None = None, **data: Any):
-        """Record an event and pass it to ``track_event`` hooks."""
-        event = {"kind": kind, "subject": subject, "actor": actor, "time": time.time(),
-                 "data": data}
-        event = self.store.insert(EVENTS, event)
-        self._event_count += 1
-        if self._event_count % 500 == 0:
-            self._trim_events()
-        try:
-            self.pm.hook.track_event(panel=self, event=event)
-        except Exception:
-            log.exception("a track_event hook failed")
-        return event
+    def _track(self, event: EventRecord) -> None:
+        self.pm.hook.track_event(panel=self, event=event)
 
-    def _trim_events(self) -> None:
-        events = sorted(self.store.all(EVENTS), key=lambda e: e["time"])
-        for old in events[:-MAX_EVENTS]:
-            self.store.delete(EVENTS, old["id"])
-
-    def _task_finished(self, task: dict[str, Any]) -> None:
-        self.emit(f"task.{task['state']}", task["id"], actor=task.get("owner"),
-                  kind_of=task["kind"], subject_of=task.get("subject"))
+    def _task_finished(self, task: dict) -> None:
+        self.events.emit(f"task.{task['state']}", task["id"], actor=task.get("owner"),
+                         kind_of=task["kind"], subject_of=task.get("subject"))

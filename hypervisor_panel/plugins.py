@@ -65,23 +65,3 @@ def get_plugin_manager(
     pm.check_pending()
     pm.hvp_meta = meta  # type: ignore[attr-defined]
     return pm
-
-
-def plugin_info(pm: pluggy.PluginManager) -> list[dict]:
-    """Describe loaded plugins: name, module, distribution, hooks implemented."""
-    meta: dict[str, dict] = getattr(pm, "hvp_meta", {})
-    items = []
-    for name, plugin in pm.list_name_plugin():
-        if plugin is None:
-            continue
-        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        items.append(
-            {
-                "id": name,
-                "name": name,
-                "module": getattr(plugin, "__name__", type(plugin).__name__),
-                "hooks": hooks,
-                **meta.get(name, {"distribution": None, "version": None, "builtin": False}),
-            }
-        )
-    return sorted(items, key=lambda p: p["name"])

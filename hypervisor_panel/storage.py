@@ -22,6 +22,10 @@ import libvirt
 
 from .errors import Conflict, Invalid, NotFound, PanelError
 from .virt.domain_xml import Disk
+from .virt.errors import libvirt_message
+
+__all__ = ["GIB", "STREAM_CHUNK", "BackingFileClones", "Disk", "StorageBackend",
+           "StorageError", "call_libvirt", "libvirt_message", "same_pool", "volume_format_of"]
 
 GIB = 1024**3
 STREAM_CHUNK = 4 * 1024 * 1024
@@ -169,7 +173,7 @@ class StorageBackend:
             pool = conn.storagePoolLookupByName(self.pool_name)
         except libvirt.libvirtError as exc:
             raise StorageError(f"storage {self.storage['name']!r} is not defined on this node: "
-                               f"{_msg(exc)}") from exc
+                               f"{libvirt_message(exc)}") from exc
         if not pool.isActive():
             call_libvirt(pool.create, 0, what=f"start pool {self.pool_name}")
         return pool
@@ -374,13 +378,9 @@ def _gib(size: int) -> str:
     return f"{size / GIB:.1f} GiB"
 
 
-def _msg(exc: libvirt.libvirtError) -> str:
-    return (exc.get_error_message() or str(exc)).strip()
-
-
 def call_libvirt(func: Any, *args: Any, what: str) -> Any:
     """Run a libvirt call, turning its error into a StorageError that says what failed."""
     try:
         return func(*args)
     except libvirt.libvirtError as exc:
-        raise StorageError(f"cannot {what}: {_msg(exc)}") from exc
+        raise StorageError(f"cannot {what}: {libvirt_message(exc)}") from exc

@@ -17,7 +17,7 @@ from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .errors import Conflict, PanelError
+from .errors import Conflict, NotFound, PanelError
 from .store import Store, new_id
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,14 @@ class TaskContext:
         return self.task_id in self._manager._cancel_requested
 
     def check_cancelled(self) -> None:
+        """Raise TaskCancelled when cancel was asked; call it between steps."""
         if self.cancelled:
             raise TaskCancelled()
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` when the task is cancelled (e.g. abort a libvirt job that
+        blocks the body); returns a function that unregisters it."""
+        return self._manager._watch_cancel(self.task_id, callback)
 
 
 TaskBody = Callable[[TaskContext], Any]
@@ -74,6 +80,7 @@ class TaskManager:
         self._cancel_requested: set[str] = set()
         self._futures: set[futures.Future] = set()
         self._on_finish = on_finish
+        self._cancel_callbacks: dict[str, list[Callable[[], None]]] = {}
 
     def recover(self) -> int:
         """Mark tasks left queued/running by a previous process as failed; return how many."""
@@ -166,6 +173,8 @@ class TaskManager:
                 del self._locks[lock_key]
         record = self._update(task_id, final, None)
         self._cancel_requested.discard(task_id)
+        with self._locks_guard:
+            self._cancel_callbacks.pop(task_id, None)
         event = self._done.pop(task_id, None)
         if event:
             event.set()
@@ -186,11 +195,58 @@ class TaskManager:
             return self.store.update(TABLE, task_id, fields)
 
     def cancel(self, task_id: str) -> None:
-        """Ask a task to stop; bodies that call ``check_cancelled`` honour it."""
+        """Ask a task to stop; bodies honour it between steps (``check_cancelled``) and
+        through their ``on_cancel`` callbacks."""
         task = self.store.require(TABLE, task_id, "task")
         if task["state"] not in ACTIVE:
             raise Conflict(f"task {task_id} already {task['state']}", code="task_finished")
-        self._cancel_requested.add(task_id)
+        with self._locks_guard:
+            self._cancel_requested.add(task_id)
+            callbacks = list(self._cancel_callbacks.get(task_id, []))
+        if task["state"] == "running":
+            self._update(task_id, {}, "cancel requested")
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a cancel callback of task %s failed", task_id)
+
+    def _watch_cancel(self, task_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._locks_guard:
+            self._cancel_callbacks.setdefault(task_id, []).append(callback)
+
+        def forget() -> None:
+            with self._locks_guard:
+                found = self._cancel_callbacks.get(task_id, [])
+                if callback in found:
+                    found.remove(callback)
+        return forget
+
+    # -- views -------------------------------------------------------------------------
+    def visible(self, user: dict[str, Any], state: str | None = None,
+                subject: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Tasks ``user`` may see (admins: all), newest first, optionally filtered."""
+        admin = user.get("role") == "admin"
+        with self.store.locked():
+            items = [dict(t) for t in self.store.raw_values(TABLE)
+                     if (admin or t.get("owner") == user["id"])
+                     and (not state or t["state"] == state)
+                     and (not subject or t.get("subject") == subject)]
+        items.sort(key=lambda t: t["created"], reverse=True)
+        return items[:limit]
+
+    def get_for(self, task_id: str, user: dict[str, Any]) -> dict[str, Any]:
+        """One task, 404 unless ``user`` may see it."""
+        task = self.store.get(TABLE, task_id)
+        if task is None or (user.get("role") != "admin" and task.get("owner") != user["id"]):
+            raise NotFound(f"task {task_id!r} not found", code="task_not_found")
+        return task
+
+    def cancel_for(self, task_id: str, user: dict[str, Any]) -> dict[str, Any]:
+        """Cancel a task ``user`` may see; returns it."""
+        self.get_for(task_id, user)
+        self.cancel(task_id)
+        return self.get(task_id)
 
     def get(self, task_id: str) -> dict[str, Any]:
         return self.store.require(TABLE, task_id, "task")

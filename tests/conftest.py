@@ -68,10 +68,8 @@ def two(tmp_path: Path) -> Iterator[dict]:
     p = Panel(tmp_path / "data", local_uri=uris[0],
               default_storage_path=str(tmp_path / "images"))
     p.start(admin_password=ADMIN_PASSWORD)
-    node_b = p.store.insert("nodes", {"id": "nodeb", "name": "b", "uri": uris[1],
-                                      "kind": "demo", "host": "127.0.0.1",
-                                      "domain_type": "auto", "created": time.time()})
-    p.nodes.add_connection(node_b)
+    p.nodes.add({"id": "nodeb", "name": "b", "uri": uris[1], "kind": "demo",
+                 "host": "127.0.0.1", "domain_type": "auto", "created": time.time()})
     srv, port = serve_in_thread(create_app(p))
     base = f"http://127.0.0.1:{port}"
     admin = Client(base).login("admin", ADMIN_PASSWORD)

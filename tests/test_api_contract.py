@@ -138,7 +138,7 @@ def test_duplicate_vm_name_and_conflicting_operations(admin: Client):
     assert_error(admin.post("/api/v1/vms", {"name": "dup", "vm_template": template["id"]}),
                  409, "already_exists")
     assert_error(admin.post(f"/api/v1/vms/{vm_id}/actions/stop"), 409, "invalid_state")
-    assert_error(admin.post(f"/api/v1/vms/{vm_id}/actions/fly"), 404, "unknown_action")
+    assert_error(admin.post(f"/api/v1/vms/{vm_id}/actions/fly"), 404, "no_such_endpoint")
     assert_error(admin.post(f"/api/v1/vms/{vm_id}/actions/stop", {"timeout": -1}), 422)
     assert_error(admin.delete(f"/api/v1/vms/{vm_id}?keep_disks=maybe"), 400, "bad_query")
     assert_error(admin.delete(f"/api/v1/vm-templates/{template['id']}"), 409, "template_in_use")
@@ -163,7 +163,7 @@ def test_storage_bad_input(admin: Client):
 def test_openapi_describes_the_contract(admin: Client):
     spec = admin.get("/api/v1/openapi.json").body
     assert spec["openapi"].startswith("3.")
-    for path in ("/api/v1/vms", "/api/v1/vms/{vm_id}/actions/{action}", "/api/v1/tasks/{task_id}",
+    for path in ("/api/v1/vms", "/api/v1/vms/{vm_id}/actions/start", "/api/v1/tasks/{task_id}",
                  "/api/v1/nodes", "/api/v1/storages", "/api/v1/vm-templates", "/api/v1/plugins"):
         assert path in spec["paths"], path
     create = spec["paths"]["/api/v1/vm-templates"]["post"]
@@ -172,6 +172,76 @@ def test_openapi_describes_the_contract(admin: Client):
     assert "202" in vm_create["responses"] and "200" not in vm_create["responses"]
     schema = vm_create["requestBody"]["content"]["application/json"]["schema"]
     assert {"name", "vm_template"} <= set(schema["required"])
+
+
+def test_every_operation_declares_its_body_responses_and_errors(admin: Client):
+    spec = admin.get("/api/v1/openapi.json").body
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            where = f"{method.upper()} {path}"
+            if method in ("post", "put", "patch"):
+                content = op.get("requestBody", {}).get("content", {})
+                schema = next(iter(content.values()), {}).get("schema")
+                assert schema, f"{where} shows no request body schema"
+            success = [code for code in op["responses"] if code.startswith("2")]
+            assert len(success) == 1, where
+            if success[0] != "204":
+                assert "schema" in next(iter(op["responses"][success[0]]["content"].values()))
+            errors = {code for code in op["responses"] if code[0] in "45"}
+            assert "400" in errors, where
+            if op.get("security") != []:
+                assert "401" in errors, where
+    assert spec["paths"]["/api/v1/vms"]["post"]["responses"].keys() >= {"202", "401", "422"}
+    assert spec["paths"]["/api/v1/storages"]["post"]["responses"].keys() >= {"201", "409"}
+    backend = spec["paths"]["/api/v1/storages"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]["properties"]["backend"]
+    assert set(backend["enum"]) >= {"dir", "lvm", "nfs", "rbd"}
+    keep = spec["paths"]["/api/v1/vms/{vm_id}"]["delete"]["parameters"][-1]
+    assert keep["name"] == "keep_disks" and keep["schema"]["type"] == "boolean"
+
+
+def test_answers_match_their_declared_response_schemas(admin: Client):
+    import jsonschema
+
+    task = admin.run("POST", "/api/v1/vms", {"name": "shaped",
+                                             "vm_template": small_template(admin)["id"]})
+    spec = admin.get("/api/v1/openapi.json").body
+    ids = {"vm_id": task["result"]["vm"], "task_id": task["id"],
+           "node_id": admin.get("/api/v1/nodes").body["items"][0]["id"],
+           "storage_id": admin.get("/api/v1/storages").body["items"][0]["id"],
+           "template_id": small_template(admin)["id"],
+           "user_id": admin.get("/api/v1/auth/me").body["id"],
+           "plugin_id": "storage_dir"}
+    checked = 0
+    for path, ops in spec["paths"].items():
+        op = ops.get("get")
+        if op is None or "content" not in op["responses"]["200"] or path.endswith("/content"):
+            continue
+        concrete = path
+        for name, value in ids.items():
+            concrete = concrete.replace("{" + name + "}", value)
+        if "{" in concrete:
+            continue
+        query = "?node=" + ids["node_id"] if path.endswith("migration-check") else ""
+        resp = admin.get(concrete + query)
+        assert str(resp.status) in op["responses"], (path, resp)  # declared, at least
+        if resp.status != 200:
+            assert_error(resp, resp.status)
+            continue
+        schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+        jsonschema.validate(resp.body, schema)
+        checked += 1
+    assert checked >= 20
+
+
+def test_an_empty_query_value_means_the_default(admin: Client):
+    task = admin.run("POST", "/api/v1/vms", {"name": "blank",
+                                             "vm_template": small_template(admin)["id"]})
+    deleted = admin.run("DELETE", f"/api/v1/vms/{task['result']['vm']}?keep_disks=")
+    assert deleted["state"] == "succeeded" and deleted["result"]["kept_disks"] == []
+    assert_error(admin.delete("/api/v1/vms/x?keep_disks=maybe"), 400, "bad_query")
+    assert admin.get("/api/v1/tasks?limit=").status == 200
+    assert_error(admin.get("/api/v1/tasks?limit=0"), 422)
 
 
 def test_storage_refuses_a_foreign_pool_of_the_same_name(admin: Client, panel: Panel):

@@ -368,3 +368,118 @@ def test_vm_page_shows_a_real_guests_console_and_stats(real_guest: dict, page: P
     expect(last.get_by_test_id("task-state")).to_have_text("succeeded", timeout=60_000)
     expect(page.get_by_test_id("vm-state")).to_have_text("stopped")
     assert admin.get(f"/api/v1/vms/{vm_id}").body["state"] == "stopped"
+
+
+def failed_task(panel, subject: str | None = None) -> dict:
+    """A task that fails with a coded error carrying details of both kinds, as services raise."""
+    from hypervisor_panel.errors import Invalid
+
+    def body(ctx):
+        raise Invalid("the disk does not fit on storage default", code="no_space",
+                      details=[{"field": "disk_gib", "message": "at most 4 GiB free"},
+                               "free some space first"])
+
+    task = panel.tasks.submit("test.fail", body, title="Resize disk", subject=subject)
+    assert panel.tasks.wait(task["id"], timeout=10)["state"] == "failed"
+    return task
+
+
+def test_a_failed_tasks_error_is_readable_text(admin_page: Page, server: str, panel,
+                                               admin: Client):
+    page = admin_page
+    known = ids(admin)
+    vm_id = admin.run("POST", "/api/v1/vms", {"name": "err1",
+                                              "vm_template": known["template"]})["result"]["vm"]
+    task = failed_task(panel, subject=vm_id)
+
+    page.goto(f"{server}/tasks")
+    row = page.locator(f'[data-testid="task-row"][data-task-id="{task["id"]}"]')
+    expect(row.get_by_test_id("task-state")).to_have_text("failed")
+    row.locator("summary").click()
+    error = row.get_by_test_id("task-error")
+    expect(error).to_be_visible()
+    expect(error.get_by_test_id("task-error-message")).to_have_text(
+        "the disk does not fit on storage default")
+    expect(error.get_by_test_id("task-error-code")).to_have_text("no_space")
+    expect(error.locator("li")).to_have_text(["disk_gib: at most 4 GiB free",
+                                              "free some space first"])
+    expect(page.locator("main")).not_to_contain_text("[object Object]")
+
+    page.goto(f"{server}/")
+    line = page.get_by_test_id("dashboard-task-error")
+    expect(line).to_contain_text("the disk does not fit on storage default")
+    expect(line).to_contain_text("no_space")
+    expect(page.locator("main")).not_to_contain_text("[object Object]")
+
+    page.goto(f"{server}/vms/{vm_id}")
+    last = page.get_by_test_id("last-task")
+    expect(last.get_by_test_id("task-name")).to_have_text("Resize disk")
+    expect(last.get_by_test_id("task-error-message")).to_have_text(
+        "the disk does not fit on storage default")
+    expect(last.get_by_test_id("task-error-code")).to_have_text("no_space")
+    expect(last.get_by_test_id("task-error").locator("li")).to_have_count(2)
+    expect(page.locator("main")).not_to_contain_text("[object Object]")
+
+
+def test_the_vm_page_of_a_demo_vm_asks_for_no_console(admin_page: Page, server: str,
+                                                      admin: Client):
+    page = admin_page
+    vm_id = admin.run("POST", "/api/v1/vms", {"name": "quiet1", "vm_template": ids(admin)["template"],
+                                              "start": True})["result"]["vm"]
+    assert admin.get(f"/api/v1/vms/{vm_id}/console").status == 422  # what the page avoids
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{server}/vms/{vm_id}")
+    expect(page.get_by_test_id("vm-state")).to_have_text("running")
+    expect(page.get_by_test_id("last-task").get_by_test_id("task-state")).to_have_text("succeeded")
+    note = page.get_by_test_id("console-note")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("not available")
+    expect(note).to_contain_text("demo node")
+    expect(page.get_by_test_id("console")).to_be_hidden()
+    refresh = page.get_by_test_id("console-refresh")
+    refresh.click()
+    expect(refresh).to_be_enabled()
+    page.wait_for_timeout(5500)  # one round of the page's periodic refreshes
+    assert any(url.endswith(f"/api/v1/vms/{vm_id}") for url in requests), requests
+    assert not [url for url in requests if "/console" in url]
+    expect(page.get_by_test_id("alert")).to_be_hidden()
+
+
+def test_an_unknown_ui_path_gets_a_styled_404_page(server: str, page: Page,
+                                                   js_errors: list[str], admin: Client):
+    def check(path: str) -> None:
+        response = page.goto(f"{server}{path}")
+        assert response is not None and response.status == 404
+        assert response.headers["content-type"].startswith("text/html")
+        expect(page).to_have_title("Page not found · Hypervisor panel")
+        card = page.get_by_test_id("error-page")
+        expect(card).to_be_visible()
+        expect(card.get_by_test_id("error-status")).to_have_text("404")
+        expect(card.locator("h1")).to_have_text("Page not found")
+        expect(card.get_by_test_id("error-message")).to_have_text(f"There is no page at {path}.")
+        expect(card.get_by_test_id("error-home")).to_have_attribute("href", "/")
+        # panel.css applies: the dark top bar and the card, not a bare <h1>404</h1>.
+        expect(page.locator(".topbar")).to_have_css("background-color", "rgb(24, 32, 47)")
+        expect(card).to_have_css("background-color", "rgb(255, 255, 255)")
+
+    check("/no-such-page")  # anonymous: no session, and no navigation that needs a user
+    expect(page.get_by_test_id("nav")).to_have_count(0)
+    expect(page.get_by_test_id("logout")).to_have_count(0)
+    page.get_by_test_id("error-home").click()
+    expect(page).to_have_url(re.compile(r"/login$"))  # the dashboard asks anonymous users to sign in
+
+    sign_in(page, server)
+    expect(page).to_have_url(re.compile(r"/$"))
+    check("/vms/x/disks")
+    page.get_by_test_id("error-home").click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator("h1")).to_have_text("Dashboard")
+
+    # The API keeps its JSON errors.
+    answer = admin.get("/api/v1/no-such-endpoint")
+    assert answer.status == 404
+    assert answer.body["error"]["code"] == "no_such_endpoint"
+    assert page.evaluate("async () => (await fetch('/api/no-such')).status") == 404
+    assert page.evaluate(
+        "async () => (await (await fetch('/api/no-such')).json()).error.code") == "no_such_endpoint"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor_panel.nodes import WATCH_INTERVAL
+from hypervisor_panel.nodes.manager import WATCH_INTERVAL
 from hypervisor_panel.panel import Panel
 from hypervisor_panel.web.app import create_app
 from hypervisor_panel.web.server import serve_in_thread
@@ -134,26 +134,31 @@ def test_node_joins_over_ssh_with_its_host_key_pinned(cluster: dict, node2: dict
     assert dup.status == 409 and dup.body["error"]["code"] == "node_exists"
 
 
-def test_live_migration_there_and_back_keeps_the_guest_running(cluster: dict, node2: dict):
+def boot_guest(cluster: dict, prefix: str) -> tuple[str, str, dict, Path]:
+    """A 128 MiB guest running on the local node: (name, VM id, local node, serial log)."""
     admin: Client = cluster["admin"]
     assets = build_guest_assets(REPO_ROOT / ".cache" / "guest")
-    template = admin.post("/api/v1/vm-templates", {"name": f"mig-{cluster['tag']}",
-                                                   "memory_mib": 128, "vcpus": 1,
-                                                   "disk_gib": 1}).body
+    name = f"{prefix}-{cluster['tag']}"
+    template = admin.post("/api/v1/vm-templates", {"name": name, "memory_mib": 128,
+                                                   "vcpus": 1, "disk_gib": 1}).body
     local = next(n for n in admin.get("/api/v1/nodes").body["items"] if n["kind"] == "local")
-    name = f"mig-{cluster['tag']}"
     task = admin.run("POST", "/api/v1/vms", {
         "name": name, "vm_template": template["id"], "node": local["id"],
         "storage": cluster["storage"]["id"], "start": True,
         "boot": {"kernel": str(assets.kernel), "initrd": str(assets.initrd),
                  "cmdline": "console=ttyS0 quiet"}}, timeout=120)
-    vm_id = task["result"]["vm"]
-    log1 = system_serial_log_path(name)
+    log = system_serial_log_path(name)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and f"{UPTIME_PREFIX} 2" not in (
-            log1.read_text(errors="replace") if log1.exists() else ""):
+            log.read_text(errors="replace") if log.exists() else ""):
         time.sleep(0.3)
-    assert MARKER in log1.read_text(errors="replace")
+    assert MARKER in log.read_text(errors="replace")
+    return name, task["result"]["vm"], local, log
+
+
+def test_live_migration_there_and_back_keeps_the_guest_running(cluster: dict, node2: dict):
+    admin: Client = cluster["admin"]
+    name, vm_id, local, log1 = boot_guest(cluster, "mig")
 
     check = admin.get(f"/api/v1/vms/{vm_id}/migration-check?node={node2['id']}").body
     assert check == {"ok": True, "problems": []}
@@ -184,6 +189,40 @@ def test_live_migration_there_and_back_keeps_the_guest_running(cluster: dict, no
             break
         time.sleep(0.3)
     assert back_here[-1] > last_there, "the guest did not keep counting after coming back"
+    admin.run("POST", f"/api/v1/vms/{vm_id}/actions/destroy")
+    admin.run("DELETE", f"/api/v1/vms/{vm_id}")
+
+
+def test_a_cancelled_live_migration_leaves_the_vm_running_on_its_node(cluster: dict,
+                                                                      node2: dict):
+    admin: Client = cluster["admin"]
+    name, vm_id, local, log = boot_guest(cluster, "cancel")
+    # 1 MiB/s for 128 MiB of RAM: the migration runs long enough to be cancelled.
+    started = admin.post(f"/api/v1/vms/{vm_id}/actions/migrate",
+                         {"node": node2["id"], "max_bandwidth_mib": 1})
+    assert started.status == 202, started
+    task_id = started.body["task"]["id"]
+    deadline = time.monotonic() + 30
+    while admin.get(f"/api/v1/tasks/{task_id}").body["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(2)  # well inside the copy
+    cancel = admin.post(f"/api/v1/tasks/{task_id}/actions/cancel", {})
+    assert cancel.status == 200, cancel
+    final = admin.wait_task(task_id, timeout=60)
+    assert final["state"] == "cancelled", final
+    vm = admin.get(f"/api/v1/vms/{vm_id}").body
+    assert vm["node"] == local["id"] and vm["state"] == "running"
+    backend = cluster["panel"].storages.backend(
+        cluster["panel"].storages.require(cluster["storage"]["id"]))
+    conn2 = cluster["panel"].nodes.connection(node2["id"]).get()
+    assert name not in [d.name() for d in conn2.listAllDomains()]
+    assert f"{name}-disk0.qcow2" not in [v["name"] for v in backend.list_volumes(conn2)]
+    before = max(uptime_values(log.read_text(errors="replace")))
+    deadline = time.monotonic() + 20
+    while max(uptime_values(log.read_text(errors="replace"))) <= before:
+        assert time.monotonic() < deadline, "the guest stopped counting after the cancel"
+        time.sleep(0.3)
     admin.run("POST", f"/api/v1/vms/{vm_id}/actions/destroy")
     admin.run("DELETE", f"/api/v1/vms/{vm_id}")
 

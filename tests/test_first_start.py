@@ -16,7 +16,7 @@ from tests.support.realvirt import ensure_libvirtd, served_panel
 def test_without_a_libvirtd_one_clear_line_names_the_demo_node(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture):
     # No libvirtd answers at this URI (as on a machine without libvirt installed).
-    monkeypatch.setattr(nodes, "LOCAL_URI", f"qemu+unix:///system?socket={tmp_path}/none")
+    monkeypatch.setattr(nodes.local, "LOCAL_URI", f"qemu+unix:///system?socket={tmp_path}/none")
     monkeypatch.setenv("HVP_ADMIN_PASSWORD", "first-start-password")
     args = argparse.Namespace(data_dir=str(tmp_path / "data"), node_uri=None)
     panel = cli.build_panel(args)
@@ -25,7 +25,7 @@ def test_without_a_libvirtd_one_clear_line_names_the_demo_node(
         assert nodes.DEMO_NOTICE in out
         assert "XML-RPC error" not in err and "Failed to connect socket" not in err
         assert [n["kind"] for n in panel.store.all("nodes")] == ["demo"]
-        assert panel.nodes.local_candidate() == {"uri": nodes.LOCAL_URI, "answers": False,
+        assert panel.nodes.local_candidate() == {"uri": nodes.local.LOCAL_URI, "answers": False,
                                                  "node_exists": False, "offer": False}
     finally:
         panel.close()

@@ -140,7 +140,7 @@ def test_kvm_failing_at_start_forced_falls_back_to_tcg_once(daemon: dict, tmp_pa
         node_id = ids["node"]["id"]
         _wait_verdict(admin, node_id)
         # A verdict saved when KVM still worked (then the host changed under the panel).
-        panel.nodes.record_kvm_probe(node_id, ProbeResult(True, "KVM worked when probed"))
+        panel.nodes.kvm.record(node_id, ProbeResult(True, "KVM worked when probed"))
         vm = _create(admin, ids, "case-c", start=False)
         assert vm["domain_type"] == "kvm"
         set_kvm(daemon["dir"], "broken")  # /dev/kvm now opens but is not KVM

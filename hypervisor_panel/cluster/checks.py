@@ -6,10 +6,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import libvirt
 import paramiko
 
-from ..virt.capabilities import parse_capabilities
 from . import ssh
 
 LIBVIRT_DIR = "/var/lib/libvirt"
@@ -46,25 +44,6 @@ def local_facts() -> dict[str, Any]:
                   if line.startswith("flags")), [])
     facts["virtualization"] = ("vmx" in flags) or ("svm" in flags)
     return facts
-
-
-def libvirt_facts(conn: libvirt.virConnect) -> dict[str, Any]:
-    info = conn.getInfo()
-    caps = parse_capabilities(conn.getCapabilities())
-    return {
-        "arch": caps.arch,
-        "cpu_model": caps.cpu_model or info[0],
-        "cpus": info[2],
-        "memory_mib": info[1],
-        "free_memory_mib": conn.getFreeMemory() // (1024 * 1024),
-        "libvirt_version": _version(conn.getLibVersion()),
-        "hypervisor_version": _version(conn.getVersion()),
-        "domain_types": list(caps.domain_types),
-    }
-
-
-def _version(number: int) -> str:
-    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
 def _major(version: str) -> str:

@@ -76,7 +76,16 @@ Subscription = tuple[libvirt.virConnect, list[int]]  # a connection and its even
 
 
 class NodeConnection:
-    """A node's libvirt connection with its cached domain states."""
+    """A node's libvirt connection with its cached domain states.
+
+    Callers ask the class attributes below instead of testing the URI; a subclass (the
+    demo node, virt/demo.py) overrides them and the ``_connect``/``_subscribe``/
+    ``_unsubscribe``/``changed`` hooks.
+    """
+
+    kind = "libvirt"  # "libvirt": a real libvirtd; "demo": the embedded test-driver node
+    serial_logs = True  # guests' serial consoles can log to a file on the node
+    keepalive = True  # libvirt keep-alive pings detect a dead link
 
     def __init__(
         self,
@@ -153,8 +162,8 @@ class NodeConnection:
             if current is not None and not _alive(current):
                 self._drop(current, "connection lost")
             try:
-                conn = libvirt.open(self.uri)
-            except libvirt.libvirtError as exc:
+                conn = self._connect()
+            except (libvirt.libvirtError, Unavailable) as exc:
                 if self._conn is None:  # no other attempt connected meanwhile
                     self._set_status("offline", _one_line(exc))
                 return None
@@ -164,6 +173,7 @@ class NodeConnection:
                 if installed:
                     self._conn, self._callback_ids = conn, callback_ids
             if not installed:
+                self._unsubscribe(conn)
                 _release(conn, callback_ids)
                 if self._shut:
                     return None
@@ -184,6 +194,10 @@ class NodeConnection:
                 if self._attempt and self._attempt[0] == number:
                     self._attempt = None
 
+    def _connect(self) -> libvirt.virConnect:
+        """Open the libvirt connection (hook: may raise Unavailable with a clear reason)."""
+        return libvirt.open(self.uri)
+
     def _subscribe(self, conn: libvirt.virConnect) -> list[int]:
         """Keep-alive, close callback and lifecycle events; the ids to deregister."""
         callback_ids: list[int] = []
@@ -191,11 +205,19 @@ class NodeConnection:
             conn.registerCloseCallback(self._closed, None)
             callback_ids.append(conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None))
-            if not self.uri.startswith("test:"):
+            if self.keepalive:
                 conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
         except libvirt.libvirtError as exc:
             log.warning("node %s: events unavailable: %s", self.node_id, exc)
         return callback_ids
+
+    def _unsubscribe(self, conn: libvirt.virConnect) -> None:
+        """Hook: undo what an override of _subscribe added beyond the domain-event ids it
+        returned; called just before ``conn`` is released."""
+
+    def changed(self) -> None:
+        """Hook: the node's objects changed without a libvirt event (a volume was made or
+        deleted). Nothing to do for a real node; the demo node saves its state."""
 
     def close(self) -> None:
         """Disconnect for good (the node is removed or the panel stops); never blocks on
@@ -205,6 +227,7 @@ class NodeConnection:
             conn, callback_ids, self._conn, self._callback_ids = (
                 self._conn, self._callback_ids, None, [])
         if conn is not None:
+            self._unsubscribe(conn)
             _release(conn, callback_ids)
         self._release_dropped()
 
@@ -226,6 +249,7 @@ class NodeConnection:
             if conn is None or self._conn is not conn:
                 return  # already replaced or dropped
             callback_ids, self._conn, self._callback_ids = self._callback_ids, None, []
+        self._unsubscribe(conn)
         _release(conn, callback_ids)
         self._set_status("offline", reason)
 
@@ -243,6 +267,7 @@ class NodeConnection:
         with self._guard:
             dropped, self._dropped = self._dropped, []
         for conn, callback_ids in dropped:
+            self._unsubscribe(conn)
             _release(conn, callback_ids)
 
     def _set_status(self, status: str, error: str | None) -> None:

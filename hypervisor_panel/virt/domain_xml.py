@@ -37,14 +37,14 @@ class Disk:
     auth_username: str | None = None
     auth_secret_uuid: str | None = None
     auth_secret_usage: str | None = None
-    auth_type: str = "ceph"
+    auth_type: str | None = None  # the secret's type (the RBD back end says "ceph")
 
     def element(self) -> ET.Element:
         disk = ET.Element("disk", type=self.source_type, device="disk")
         ET.SubElement(disk, "driver", name="qemu", type=self.driver_type, cache="none")
         if self.auth_username:
             auth = ET.SubElement(disk, "auth", username=self.auth_username)
-            secret = {"type": self.auth_type}
+            secret = {"type": self.auth_type} if self.auth_type else {}
             if self.auth_secret_uuid:
                 secret["uuid"] = self.auth_secret_uuid
             else:

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import bottle
 
 from ..errors import MethodNotAllowed, NotFound, PanelError
-from .api import register_core_routes
-from .router import PREFIX, error_response
-from .ui import register_ui
+from ..routes import PREFIX
+from .glue import error_response, install
+from .ui import error_page, register_ui
+
+if TYPE_CHECKING:
+    from ..panel import Panel
 
 bottle.BaseRequest.MEMFILE_MAX = 1024 * 1024
 
 
-def create_app(panel) -> bottle.Bottle:
-    """Build the WSGI app. Call after ``panel.start()`` so plugin routes are registered."""
+def create_app(panel: Panel) -> bottle.Bottle:
+    """Build the WSGI app. Call after ``panel.start()``: plugin routes are known then."""
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
-    register_core_routes(panel)
-    panel.api.install(app, panel)
+    install(app, panel.routes, panel.auth)
     register_ui(app, panel)
 
     def on_error(err: bottle.HTTPError) -> str:
-        if bottle.request.path.startswith(PREFIX) or bottle.request.path == "/api":
+        # Every path under /api answers JSON errors (not only the versioned API).
+        if bottle.request.path.startswith((PREFIX, "/api/")) or bottle.request.path == "/api":
             if err.status_code == 404:
                 exc: PanelError = NotFound(f"no such endpoint: {bottle.request.path}",
                                            code="no_such_endpoint")
@@ -32,7 +37,7 @@ def create_app(panel) -> bottle.Bottle:
                 exc.status = err.status_code
             return error_response(exc)
         bottle.response.content_type = "text/html; charset=utf-8"
-        return f"<h1>{err.status_code}</h1><p>{bottle.html_escape(str(err.body))}</p>"
+        return error_page(err.status_code, bottle.request.path, bottle.request.method)
 
     app.default_error_handler = on_error
 

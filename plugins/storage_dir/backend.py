@@ -8,6 +8,7 @@ from typing import ClassVar
 from hypervisor_panel.storage import BackingFileClones, StorageBackend
 
 PATH_PATTERN = r"^/(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._/+-]*$"
+DEFAULT_PATH = "/var/lib/libvirt/images/hvp"
 
 
 class DirStorage(BackingFileClones, StorageBackend):
@@ -30,7 +31,7 @@ class DirStorage(BackingFileClones, StorageBackend):
                 "pattern": PATH_PATTERN,
                 "minLength": 2,
                 "maxLength": 255,
-                "default": "/var/lib/libvirt/images/hvp",
+                "default": DEFAULT_PATH,
             }
         },
     }

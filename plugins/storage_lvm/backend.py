@@ -26,8 +26,14 @@ from typing import Any, ClassVar
 import libvirt
 
 from hypervisor_panel.errors import Conflict, Invalid, PanelError
-from hypervisor_panel.storage import GIB, StorageBackend, StorageError, call_libvirt
-from hypervisor_panel.virt.domain_xml import Disk
+from hypervisor_panel.storage import (
+    GIB,
+    Disk,
+    StorageBackend,
+    StorageError,
+    call_libvirt,
+    libvirt_message,
+)
 
 MIB = 1024**2
 #: LVM's naming rules for VGs and LVs: these characters, no leading hyphen, not "." or "..".
@@ -91,7 +97,7 @@ def volume_groups(conn: libvirt.virConnect) -> dict[str, list[str]]:
         xml = conn.findStoragePoolSources("logical", None, 0)
     except libvirt.libvirtError as exc:
         raise StorageError(f"cannot list the volume groups on node {node_label(conn)}: "
-                           f"{(exc.get_error_message() or str(exc)).strip()}",
+                           f"{libvirt_message(exc)}",
                            code="lvm_unavailable") from exc
     groups: dict[str, list[str]] = {}
     for source in ET.fromstring(xml).iter("source"):  # noqa: S314 - libvirt's XML

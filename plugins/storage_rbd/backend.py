@@ -14,8 +14,7 @@ from typing import Any, BinaryIO, ClassVar
 import libvirt
 
 from hypervisor_panel.errors import Invalid, Unavailable
-from hypervisor_panel.storage import STREAM_CHUNK, StorageBackend, call_libvirt
-from hypervisor_panel.virt.domain_xml import Disk
+from hypervisor_panel.storage import STREAM_CHUNK, Disk, StorageBackend, call_libvirt
 
 from .checks import check_cluster, cluster_session, decode_key, rados_available
 
@@ -117,6 +116,7 @@ class RBDStorage(StorageBackend):
             hosts=[(h, p) for h, p in self.monitors],
             auth_username=self.options.get("user", "libvirt") if key else None,
             auth_secret_usage=self.secret_usage if key else None,
+            auth_type="ceph",
         )
 
     @classmethod

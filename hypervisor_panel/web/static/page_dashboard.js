@@ -2,7 +2,7 @@
 
 import { FINAL_STATES, items } from './api.js';
 import { $, badge, el, fill, fmtAgo, fmtMiB, freeMemoryMiB, progressBar, usageBar } from './dom.js';
-import { changed, every } from './ui.js';
+import { changed, errorParts, every } from './ui.js';
 
 const STATE_ORDER = ['running', 'paused', 'stopped', 'creating', 'deleting', 'crashed', 'unknown', 'missing'];
 
@@ -49,6 +49,13 @@ function renderCounts(vms) {
       el('span', { class: 'count-number' }, counts[s]), badge(s))));
 }
 
+/** A task's error in one line: its message and code (the Tasks page has the details). */
+function errorLine(error) {
+  const { message, code } = errorParts(error);
+  return el('small', { class: 'error-text', testid: 'dashboard-task-error' }, message,
+    code ? [' ', el('code', { class: 'error-code' }, code)] : null);
+}
+
 function renderTasks(tasks) {
   const target = $('[data-testid="recent-tasks"]');
   const active = tasks.filter((t) => !FINAL_STATES.includes(t.state));
@@ -64,7 +71,7 @@ function renderTasks(tasks) {
       badge(t.state, { task: true }),
       el('small', { class: 'muted' }, fmtAgo(t.created))),
     FINAL_STATES.includes(t.state) ? null : progressBar(t.progress, { tone: `task-${t.state}`, label: t.name }),
-    t.error ? el('small', { class: 'error-text' }, t.error) : null))));
+    t.error ? errorLine(t.error) : null))));
 }
 
 async function load() {

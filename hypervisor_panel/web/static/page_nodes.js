@@ -2,27 +2,14 @@
 
 import { api, ApiError, del, get, items, post } from './api.js';
 import { $, $$, badge, el, fill, fmtMiB, freeMemoryMiB, progressBar, usageBar } from './dom.js';
-import { busy, changed, clearError, every, followTask, isAdmin, showError, showNotice } from './ui.js';
+import {
+  busy, changed, clearError, errorView, every, followTask, isAdmin, showError, showNotice,
+} from './ui.js';
 
 const rows = $('#node-rows');
 const columns = isAdmin ? 8 : 7;
 let nodes = [];
 const running = new Map(); // node id -> the maintenance (evacuation) task it runs
-
-/** A failed task's ``error`` object as an ApiError, so the alert shows its message. */
-function taskError(task) {
-  const error = task.error || {};
-  return new ApiError(0, error.code, error.message || 'the task failed',
-    (error.details || []).filter((d) => d && typeof d === 'object' && d.message));
-}
-
-const detailText = (d) => {
-  if (typeof d === 'string') return d;
-  if (d && d.field) return `${d.field}: ${d.message}`;
-  if (d && d.message) return d.message;
-  if (d && d.vm) return `${d.vm}: ${d.error}`;
-  return JSON.stringify(d);
-};
 
 function memoryCell(r) {
   if (!r.memory_mib) return '—';
@@ -158,7 +145,7 @@ async function toggleMaintenance(node, button) {
     showNotice(`Node ${node.name} is in maintenance` +
       (moved.length ? `; moved ${moved.length} VM(s): ${moved.join(', ')}` : '; it had no VMs to move'));
   } else if (final && final.state === 'failed') {
-    showError(taskError(final), `Evacuating ${node.name}`);
+    showError(final.error, `Evacuating ${node.name}`);
   }
   await load().catch((error) => showError(error, 'Loading nodes'));
 }
@@ -268,8 +255,6 @@ function setupAddNode() {
 
   function renderTask(task) {
     const log = Array.isArray(task.log) ? task.log : [];
-    const error = task.error || null;
-    const details = error && Array.isArray(error.details) ? error.details : [];
     fill(taskBox,
       el('div', { class: 'task-head' },
         el('strong', { testid: 'add-node-task-name' }, task.name || 'Add node'),
@@ -277,11 +262,7 @@ function setupAddNode() {
         el('span', { class: 'muted' }, `${Math.round(task.progress || 0)}%`),
         el('a', { href: '/tasks', class: 'muted' }, 'all tasks')),
       progressBar(task.progress, { tone: `task-${task.state}`, testid: 'add-node-task-progress', label: task.name }),
-      error ? el('div', { class: 'error-text', testid: 'add-node-task-error' },
-        el('strong', null, error.message || 'the task failed'),
-        error.code ? [' ', el('code', { class: 'error-code' }, error.code)] : null,
-        details.length ? el('ul', { class: 'alert-details', testid: 'add-node-task-details' },
-          details.map((d) => el('li', null, detailText(d)))) : null) : null,
+      task.error ? errorView(task.error, { testid: 'add-node-task-error' }) : null,
       el('pre', { class: 'log', testid: 'add-node-task-log' }, log.length ? log.join('\n') : '(no log lines yet)'));
     taskBox.hidden = false;
   }
@@ -334,7 +315,7 @@ function setupAddNode() {
       forgetKey();
       authChanged();
     } else if (final.state === 'failed') {
-      showError(taskError(final), `Add node ${body.name}`);
+      showError(final.error, `Add node ${body.name}`);
       if (final.error && final.error.code === 'host_key_mismatch') {
         forgetKey('The host key changed since you confirmed it: fetch and check it again.');
       }

@@ -2,7 +2,7 @@
 
 import { FINAL_STATES, items, post } from './api.js';
 import { $, badge, el, fill, fmtAgo, fmtDuration, fmtTime, progressBar } from './dom.js';
-import { busy, changed, every, showNotice } from './ui.js';
+import { busy, changed, errorView, every, showNotice } from './ui.js';
 
 const rows = $('#task-rows');
 const filter = $('#task-filter');
@@ -24,7 +24,7 @@ function render() {
   fill(rows, tasks.map((t) => {
     const details = el('details', { open: open.has(t.id) },
       el('summary', null, t.name || t.kind),
-      t.error ? el('p', { class: 'error-text' }, t.error) : null,
+      t.error ? errorView(t.error, { testid: 'task-error' }) : null,
       el('pre', { class: 'log' }, (t.log || []).join('\n') || '(no log lines)'));
     details.addEventListener('toggle', () => {
       if (details.open) open.add(t.id);

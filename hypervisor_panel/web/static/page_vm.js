@@ -5,7 +5,7 @@ import {
   $, badge, definitionList, el, fill, fmtBytes, fmtDuration, fmtGiB, fmtMiB, fmtTime, progressBar,
 } from './dom.js';
 import { actionButtons, submitAction } from './vm_actions.js';
-import { busy, changed, clearError, every, followTask, showError, showNotice } from './ui.js';
+import { busy, changed, clearError, errorView, every, followTask, showError, showNotice } from './ui.js';
 
 const root = $('#vm');
 const vmId = root.dataset.vmId;
@@ -17,13 +17,6 @@ let followed = null; // id of the task this page is following
 let gone = false;
 
 const nameOf = (list, id) => (list.find((x) => x.id === id) || {}).name || id || '—';
-
-/** A failed task's ``error`` object as an ApiError, so the alert shows its message. */
-function taskError(task) {
-  const error = task.error || {};
-  return new ApiError(0, error.code, error.message || 'the task failed',
-    (error.details || []).filter((d) => d && typeof d === 'object' && d.message));
-}
 
 const STAT_LABELS = {
   cpu_time_ns: ['CPU time', (v) => fmtDuration(v / 1e9)],
@@ -93,8 +86,7 @@ function renderTask(task) {
       duration ? el('span', { class: 'muted' }, duration) : null,
       el('a', { href: '/tasks', class: 'muted' }, 'all tasks')),
     progressBar(task.progress, { tone: `task-${task.state}`, testid: 'task-progress', label: task.name }),
-    task.error ? el('p', { class: 'error-text', testid: 'task-error' },
-      typeof task.error === 'object' ? task.error.message || task.error.code : task.error) : null,
+    task.error ? errorView(task.error, { testid: 'task-error' }) : null,
     el('pre', { class: 'log', testid: 'task-log' }, log.length ? log.join('\n') : '(no log lines)'));
 }
 
@@ -114,7 +106,6 @@ async function follow(task) {
   } finally {
     followed = null;
   }
-  if (final && final.state === 'failed') showError(taskError(final), final.name || 'Task');
   if (final && final.kind === 'vm.migrate' && final.state === 'succeeded') {
     lookups.nodes = await items('/nodes').catch(() => lookups.nodes);
   }
@@ -290,8 +281,29 @@ function note(text) {
   consoleBox.hidden = true;
 }
 
+/**
+ * Why this VM can have no serial log, or null when it can: the panel writes serial logs only
+ * for VMs on its local node (not on libvirt's test driver) and reads them only there.
+ */
+async function noConsoleReason() {
+  const node = lookups.nodes.find((n) => n.id === vm.node)
+    || await get(`/nodes/${encodeURIComponent(vm.node)}`);
+  if (node.kind === 'demo' || (node.uri || '').startsWith('test:')) {
+    return `its node ${node.name} is a demo node on libvirt's test driver, where no guest really runs`;
+  }
+  if (node.kind !== 'local') {
+    return `the panel keeps serial logs only for VMs on its local node, and ${node.name} is a remote node`;
+  }
+  return null;
+}
+
 async function loadConsole() {
-  if (gone) return;
+  if (gone || !vm) return;
+  const reason = await noConsoleReason();
+  if (reason) {
+    note(`The serial console is not available for this VM: ${reason}.`);
+    return;
+  }
   try {
     const { text } = await get(`${path}/console`);
     consoleAvailable = true;

@@ -1,6 +1,6 @@
 // Page chrome shared by every page: alerts, the task tray, the demo banner, auto-refresh.
 
-import { ApiError, get, pollTask } from './api.js';
+import { get, pollTask } from './api.js';
 import { $, badge, el, fill, progressBar } from './dom.js';
 
 export const isAdmin = document.body.dataset.role === 'admin';
@@ -13,25 +13,54 @@ if (alertBox) {
   $('.alert-close', alertBox).addEventListener('click', () => clearError());
 }
 
-/** Show an error (ApiError, Error or text) in the page's alert element. */
+/** One entry of an error's ``details`` as text: a string, {field, message}, {vm, error}... */
+function detailText(d) {
+  if (typeof d === 'string') return d;
+  if (d && d.field) return `${d.field}: ${d.message}`;
+  if (d && d.message) return d.message;
+  if (d && d.vm) return `${d.vm}: ${d.error}`;
+  return JSON.stringify(d);
+}
+
+/**
+ * ``{message, code, details}`` (details as text lines) of an ApiError, an Error, a task's
+ * ``{code, message, details}`` error or a string.
+ */
+export function errorParts(error) {
+  if (!error || typeof error !== 'object') {
+    return { message: String(error || 'unknown error'), code: null, details: [] };
+  }
+  const details = error.details === undefined || error.details === null ? []
+    : [error.details].flat();
+  return {
+    message: error.message || error.code || 'unknown error',
+    code: error.code || null,
+    details: details.map(detailText),
+  };
+}
+
+/** An error as readable text: its message, its code and a list of its details. */
+export function errorView(error, { testid } = {}) {
+  const { message, code, details } = errorParts(error);
+  return el('div', { class: 'error-text', testid },
+    el('strong', { testid: testid && `${testid}-message` }, message),
+    code ? [' ', el('code', { class: 'error-code', testid: testid && `${testid}-code` }, code)] : null,
+    details.length ? el('ul', { class: 'alert-details', testid: testid && `${testid}-details` },
+      details.map((d) => el('li', null, d))) : null);
+}
+
+/** Show an error (ApiError, Error, a task's error or text) in the page's alert element. */
 export function showError(error, context) {
   if (!alertBox) return;
-  const body = $('.alert-body', alertBox);
-  // An ApiError, an Error, a task's {code, message, details} error, or a string.
-  const plain = error && !(error instanceof Error) && typeof error === 'object';
-  const message = error instanceof Error || plain ? error.message : String(error);
+  const { message, code, details } = errorParts(error);
   const parts = [el('strong', null, context ? `${context}: ` : 'Error: '), message];
-  const code = error instanceof ApiError || plain ? error.code : null;
   if (code) {
     parts.push(' ', el('code', { class: 'error-code', testid: 'alert-code' }, code));
   }
-  const details = (error instanceof ApiError || plain) && Array.isArray(error.details)
-    ? error.details : [];
   if (details.length) {
-    parts.push(el('ul', { class: 'alert-details' }, details.map((d) => el('li', null,
-      typeof d === 'string' ? d : (d.field ? `${d.field}: ${d.message}` : d.message)))));
+    parts.push(el('ul', { class: 'alert-details' }, details.map((d) => el('li', null, d))));
   }
-  fill(body, parts);
+  fill($('.alert-body', alertBox), parts);
   alertBox.hidden = false;
   alertBox.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
 }

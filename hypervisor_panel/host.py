@@ -1,0 +1,46 @@
+"""What a plugin's hooks may use of the panel (the ``panel`` argument of every hook).
+
+A Protocol, so the hook contract depends on the services' types, not on the composition
+root that builds them; ``panel.Panel`` satisfies it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .auth import Auth
+    from .catalog import PluginCatalog
+    from .events import EventLog
+    from .nodes import NodeJoiner, NodeManager
+    from .registry import Registry
+    from .routes import RouteTable
+    from .settings import SettingsService
+    from .storages import StorageService
+    from .store import Store
+    from .tasks import TaskManager
+    from .vm_templates import VMTemplateService
+    from .vms import VMService
+    from .volumes import VolumeService
+
+
+class PanelHost(Protocol):
+    """The services of a running panel."""
+
+    data_dir: Path
+    default_storage_path: str | None  # "auto", a path, or None for no default storage
+    store: Store  # for a plugin's own tables only (name them after the plugin)
+    registry: Registry
+    plugins: PluginCatalog
+    routes: RouteTable  # every route, core and plugins (filled at start)
+    events: EventLog
+    settings: SettingsService
+    tasks: TaskManager
+    auth: Auth
+    nodes: NodeManager
+    joiner: NodeJoiner
+    storages: StorageService
+    volumes: VolumeService
+    vm_templates: VMTemplateService
+    vms: VMService

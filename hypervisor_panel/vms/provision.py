@@ -1,0 +1,121 @@
+"""Provisioning a VM: its disk in a storage, its domain definition, then (maybe) a start.
+
+The create task checks for cancellation between steps; a failed or cancelled create
+removes everything it made (domain, volume, record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from ..errors import PanelError
+from ..storage import GIB, StorageBackend
+from ..store import Store
+from ..tasks import TaskContext
+from ..virt.domain_xml import DomainBuilder
+from ..virt.errors import libvirt_message
+from .lifecycle import Lifecycle
+from .reconcile import Reconciler
+from .records import TABLE, DiskRecord, VMRecord
+
+if TYPE_CHECKING:
+    from ..nodes import NodeManager
+    from ..storages import StorageService
+
+PrepareDomain = Callable[[VMRecord, DomainBuilder], None]
+
+
+class Provisioner:
+    def __init__(self, store: Store, nodes: NodeManager, storages: StorageService,
+                 reconciler: Reconciler, lifecycle: Lifecycle,
+                 prepare_domain: PrepareDomain) -> None:
+        self.store = store
+        self.nodes = nodes
+        self.storages = storages
+        self.reconciler = reconciler
+        self.lifecycle = lifecycle
+        self.prepare_domain = prepare_domain
+
+    def builder(self, vm: VMRecord) -> DomainBuilder:
+        """The domain a VM record describes (disks are added by the caller)."""
+        boot = vm.get("boot") or {}
+        node_conn = self.nodes.connection(vm["node"])
+        return DomainBuilder(
+            name=vm["domain_name"], uuid=vm["uuid"], vm_id=vm["id"], title=vm["name"],
+            domain_type=self.nodes.domain_type(vm["node"]),
+            arch=self.nodes.info(vm["node"]).get("arch", "x86_64"),
+            memory_mib=vm["memory_mib"], vcpus=vm["vcpus"], cpu_shares=vm.get("cpu_shares"),
+            kernel=boot.get("kernel"), initrd=boot.get("initrd"), cmdline=boot.get("cmdline"),
+            vnc=vm.get("vnc", False), serial_log=node_conn.serial_logs,
+        )
+
+    def _make_disk(self, ctx: TaskContext, backend: StorageBackend,
+                   conn: libvirt.virConnect, vm: VMRecord, volume_name: str
+                   ) -> libvirt.virStorageVol:
+        storage_name = backend.storage["name"]
+        backend.ensure_pool(conn)
+        if vm.get("image"):
+            how = "linked clone" if backend.copy_on_write else "full copy"
+            ctx.progress(10, f"cloning image {vm['image']} ({how}) in {storage_name}")
+            return backend.clone_volume(conn, vm["image"], volume_name, vm["disk_gib"] * GIB)
+        ctx.progress(10, f"creating a {vm['disk_gib']} GiB disk in {storage_name}")
+        return backend.create_volume(conn, volume_name, vm["disk_gib"] * GIB)
+
+    def _define(self, conn: libvirt.virConnect, vm: VMRecord, builder: DomainBuilder) -> None:
+        self.prepare_domain(vm, builder)
+        with self.reconciler.expect(vm["uuid"]):
+            try:
+                conn.defineXML(builder.to_xml())
+            except libvirt.libvirtError as exc:
+                raise PanelError(f"libvirt refused the domain: {libvirt_message(exc)}",
+                                 code="define_failed") from exc
+        self.nodes.connection(vm["node"]).set_state(vm["uuid"], vm["domain_name"], "stopped")
+
+    def create_body(self, ctx: TaskContext, vm_id: str, start: bool) -> dict[str, Any]:
+        """The ``vm.create`` task: disk, definition, optional start; undone on failure."""
+        vm: VMRecord = self.store.require(TABLE, vm_id, "VM")  # type: ignore[assignment]
+        conn = self.nodes.connection(vm["node"]).get()
+        backend = self.storages.backend(self.storages.require(vm["storage"]))
+        volume_name = backend.volume_name(vm)
+        made_volume = defined = False
+        try:
+            ctx.check_cancelled()
+            volume = self._make_disk(ctx, backend, conn, vm, volume_name)
+            made_volume = True
+            ctx.check_cancelled()
+            ctx.progress(50, "defining the domain")
+            builder = self.builder(vm)
+            builder.disks.append(backend.disk(volume, target="vda"))
+            self._define(conn, vm, builder)
+            defined = True
+            disks: list[DiskRecord] = [{"storage": vm["storage"], "volume": volume_name,
+                                        "target": "vda", "size_gib": vm["disk_gib"],
+                                        "image": vm.get("image")}]
+            ctx.check_cancelled()
+            vm = self.store.update(TABLE, vm_id, {  # type: ignore[assignment]
+                "status": "ok", "disks": disks, "domain_type": builder.domain_type})
+            if start:
+                ctx.progress(90, "starting")
+                self.lifecycle.start(vm, ctx)
+            ctx.log(f"VM {vm['name']} created on node {self.nodes.require(vm['node'])['name']}")
+            return {"vm": vm_id}
+        except BaseException:
+            ctx.log("creation failed or was cancelled; removing what it made")
+            self._roll_back(ctx, conn, vm, backend, volume_name, defined, made_volume)
+            raise
+
+    def _roll_back(self, ctx: TaskContext, conn: libvirt.virConnect, vm: VMRecord,
+                   backend: StorageBackend, volume_name: str, defined: bool,
+                   made_volume: bool) -> None:
+        if defined:
+            self.lifecycle.undefine(conn, vm)
+        if made_volume:
+            try:
+                backend.delete_volume(conn, volume_name)
+            except PanelError as exc:
+                ctx.log(f"could not delete the new volume: {exc.message}")
+        self.store.delete(TABLE, vm["id"])
+        self.reconciler.forget(vm)

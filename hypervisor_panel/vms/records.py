@@ -1,0 +1,39 @@
+"""The VM record (owner: the VM service) and its disks."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+TABLE = "vms"
+
+
+class DiskRecord(TypedDict, total=False):
+    storage: str
+    volume: str
+    target: str
+    size_gib: int
+    image: str | None
+
+
+class VMRecord(TypedDict, total=False):
+    id: str
+    name: str
+    domain_name: str
+    uuid: str
+    owner: str
+    node: str
+    storage: str
+    vm_template: str
+    memory_mib: int
+    vcpus: int
+    cpu_shares: int
+    disk_gib: int
+    description: str
+    boot: dict[str, Any] | None
+    image: str | None
+    vnc: bool
+    status: str  # creating | ok | deleting
+    disks: list[DiskRecord]
+    domain_type: str
+    external_change: float
+    created: float
