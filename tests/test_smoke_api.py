@@ -23,3 +23,9 @@ def test_vm_lifecycle_on_test_driver(admin: Client):
     assert admin.get(f"/api/v1/vms/{vm_id}").body["state"] == "stopped"
     admin.run("DELETE", f"/api/v1/vms/{vm_id}")
     assert admin.get(f"/api/v1/vms/{vm_id}").status == 404
+
+
+def test_json_answers_with_non_string_keys_still_serialise():
+    from hypervisor_panel.web.glue import json_response
+
+    assert json_response(200, {"a": {1: "one"}}) == b'{"a":{"1":"one"}}'

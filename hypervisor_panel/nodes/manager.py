@@ -300,6 +300,10 @@ class NodeManager:
         maintenance = {n["id"] for n in self.store.find(TABLE, maintenance=True)}
         return [nid for nid in self.online_ids() if nid not in maintenance]
 
+    def domain_caches(self) -> dict[str, dict[str, Any]]:
+        """Each online node's domain-state cache, for views of many VMs at once."""
+        return {nid: c.domains for nid, c in self._conns.items() if c.status == "online"}
+
     def info(self, node_id: str) -> dict[str, Any]:
         return self._info.get(node_id, {})
 

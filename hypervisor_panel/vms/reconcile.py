@@ -75,20 +75,25 @@ class Reconciler:
             self._redefines[dom_uuid] = self._redefines.get(dom_uuid, 0) + 1
 
     # -- views ---------------------------------------------------------------------------
-    def state_of(self, vm: VMRecord) -> tuple[str, dict[str, Any]]:
+    def state_of(self, vm: VMRecord, caches: dict[str, dict[str, Any]] | None = None
+                 ) -> tuple[str, dict[str, Any]]:
+        """(state, stats) from the node's cache; ``caches`` (``nodes.domain_caches()``)
+        saves the lookups when many VMs are shown at once."""
         if vm.get("status") in ("creating", "deleting"):
             return vm["status"], {}
-        node_id = vm.get("node", "")
-        if self.nodes.status(node_id) != "online":
+        domains = (caches if caches is not None else self.nodes.domain_caches()).get(
+            vm.get("node", ""))
+        if domains is None:
             return "unknown", {}
-        status = self.nodes.connection(node_id).domains.get(vm["uuid"])
+        status = domains.get(vm["uuid"])
         if status is None:
             return "missing", {}
         return status.state, status.stats
 
-    def public(self, vm: VMRecord) -> dict[str, Any]:
+    def public(self, vm: VMRecord, caches: dict[str, dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
         """The API view of a VM record: the record plus live state (``vm`` is not changed)."""
-        state, stats = self.state_of(vm)
+        state, stats = self.state_of(vm, caches)
         out: dict[str, Any] = dict(vm)
         out["state"] = state
         out["stats"] = stats

@@ -98,8 +98,10 @@ class VMService:
 
     def visible(self, user: dict[str, Any]) -> list[dict[str, Any]]:
         admin = user["role"] == "admin"
+        caches = self.nodes.domain_caches()
+        public = self.reconciler.public
         with self.store.locked():  # public() copies each record once
-            return [self.public(v) for v in self.store.raw_values(TABLE)
+            return [public(v, caches) for v in self.store.raw_values(TABLE)
                     if admin or v.get("owner") == user["id"]]
 
     def require(self, vm_id: str, user: dict[str, Any]) -> VMRecord:

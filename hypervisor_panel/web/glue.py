@@ -45,7 +45,10 @@ def json_response(status: int, body: Any) -> str:
         return ""
     bottle.response.content_type = "application/json"
     bottle.response.set_header("Cache-Control", "no-store")
-    return orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(body, default=str)
+    except TypeError:  # a dict with non-string keys: the slower option handles it
+        return orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 def error_response(exc: PanelError) -> str:
