@@ -75,13 +75,20 @@ class VolumeService:
 
         def run(ctx: TaskContext) -> dict[str, Any]:
             size = body.get("size_gib", 0) * GIB
+            ctx.check_cancelled()
             if "clone_from" in body:
                 ctx.progress(10, f"cloning {body['clone_from']} to {name}")
                 vol = backend.clone_volume(conn, body["clone_from"], name, size or None)
             else:
                 vol = backend.create_volume(conn, name, size, body.get("format"))
+            try:
+                ctx.check_cancelled()  # cancelled during the copy: the copy goes
+            except BaseException:
+                backend.delete_volume(conn, name)
+                raise
+            finally:
+                self.nodes.connection(node_id).changed()
             _type, capacity, allocation = vol.info()
-            self.nodes.connection(node_id).changed()
             return {"name": name, "capacity": capacity, "allocation": allocation}
 
         return self.tasks.submit("volume.create", run, title=f"Create volume {name}",

@@ -7,6 +7,7 @@ from typing import Any
 
 import libvirt
 
+from ..virt.demo import is_demo_uri
 from ..virt.events import ensure_event_loop
 from .records import NodeRecord
 
@@ -31,8 +32,8 @@ def local_libvirt_answers(uri: str | None = None) -> bool:
 
 
 def node_record(uri: str, name: str | None = None) -> NodeRecord:
-    """A new record for a node on this machine (a test: URI makes the demo node)."""
-    demo = uri.startswith("test:")
+    """A new record for a node on this machine (a test-driver URI makes the demo node)."""
+    demo = is_demo_uri(uri)
     record: dict[str, Any] = {
         "name": name or ("demo" if demo else "local"), "uri": uri,
         "kind": "demo" if demo else "local", "host": "localhost",

@@ -307,8 +307,12 @@ def demo_uri(data_dir: Path) -> str:
     return f"test://{target}"
 
 
+def is_demo_uri(uri: str) -> bool:
+    """Whether ``uri`` is a local test-driver node (the demo node, or a test's node)."""
+    parts = urlsplit(uri)
+    return parts.scheme == "test" and not parts.netloc
+
+
 def connection_for(node_id: str, uri: str, **callbacks: Any) -> NodeConnection:
     """A DemoConnection for a local test-driver URI, a NodeConnection for anything else."""
-    parts = urlsplit(uri)
-    local_test = parts.scheme == "test" and not parts.netloc
-    return (DemoConnection if local_test else NodeConnection)(node_id, uri, **callbacks)
+    return (DemoConnection if is_demo_uri(uri) else NodeConnection)(node_id, uri, **callbacks)
