@@ -61,3 +61,9 @@ class PluginLoadError(RuntimeError):
 
 class MethodNotAllowed(PanelError):
     status, code = 405, "method_not_allowed"
+
+
+class NodeCommandError(PanelError):
+    """A fixed command run on a node failed (the message names the node and the command)."""
+
+    status, code = 422, "node_command_failed"

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from .auth import Auth
     from .catalog import PluginCatalog
     from .events import EventLog
+    from .ip_pools import IPPoolService
+    from .networks import NetworkService
     from .nodes import NodeJoiner, NodeManager
     from .registry import Registry
     from .routes import RouteTable
@@ -43,4 +45,6 @@ class PanelHost(Protocol):
     storages: StorageService
     volumes: VolumeService
     vm_templates: VMTemplateService
+    networks: NetworkService
+    ip_pools: IPPoolService
     vms: VMService

@@ -66,7 +66,7 @@ def _operation(route: Route, op_id: str) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": route.summary, "operationId": op_id,
                           "tags": list(route.tags), "responses": responses}
     params = [{"name": name, "in": "path", "required": True,
-               "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}}
+               "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}}
               for name in route.params]
     params += [{"name": q.name, "in": "query", "required": q.required,
                 "description": q.description, "schema": q.schema} for q in route.query]

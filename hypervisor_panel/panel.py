@@ -17,6 +17,8 @@ from .api import core_routes
 from .auth import Auth
 from .catalog import PluginCatalog
 from .events import EventLog, EventRecord
+from .ip_pools import IPPoolService
+from .networks import NetworkService
 from .nodes import NodeJoiner, NodeManager
 from .plugins import get_plugin_manager
 from .references import References
@@ -70,10 +72,15 @@ class Panel:
                                        self.registry.storage_backends)
         self.volumes = VolumeService(self.storages, self.nodes, self.tasks, self.references)
         self.vm_templates = VMTemplateService(self.store, self.references)
+        self.networks = NetworkService(self.store, self.nodes, self.events, self.references,
+                                       self.registry.network_modes)
+        self.ip_pools = IPPoolService(self.store, self.events, self.references,
+                                      self.networks.check_pool)
         self.vms = VMService(self.store, self.tasks, self.events, self.settings, self.nodes,
                              self.storages, self.vm_templates, self.auth, self.references,
-                             self._prepare_domain)
+                             self.networks, self.ip_pools, self._prepare_domain)
         self.nodes.on_connected.append(self.storages.ensure_on_node)
+        self.nodes.on_connected.append(self.networks.ensure_on_node)
         self.nodes.on_domain_event = self.vms.on_domain_event
         self.nodes.evacuate = self.vms.evacuate
         self.routes = RouteTable()

@@ -4,9 +4,11 @@ TinyDB is not thread-safe and its JSON storage rewrites the whole file on every 
 the panel puts every call behind one re-entrant lock and gives TinyDB a ``JournaledStorage``:
 
 * ``read()`` returns the in-memory tables (no re-read of the file);
-* ``write()`` computes what changed (TinyDB replaces the dict of every table it touched, so
-  untouched tables are skipped by identity), appends one checksummed line to the journal and
-  fsyncs it before returning: an acknowledged write survives SIGKILL or power loss;
+* ``write()`` computes what changed (each table is a ``_TrackedTable`` that records which
+  documents a write touched, so only those are compared, and tables are changed in place:
+  a write costs O(documents touched), not O(table)), appends one checksummed line to the
+  journal and fsyncs it before returning: an acknowledged write survives SIGKILL or power
+  loss;
 * every ``compact_every`` writes the state is written to a new snapshot (temporary file +
   fsync + rename) and the journal is emptied. Journal lines carry a sequence number, so a
   crash between the rename and the truncation replays nothing twice.
@@ -142,8 +144,9 @@ class JournaledStorage(Storage):
     def _diff(self, data: Tables) -> list:
         ops: list = []
         for name, table in data.items():
-            if self._seen.get(name) is table:
-                continue  # TinyDB did not touch this table
+            tracked = isinstance(table, _TrackedTable)
+            if self._seen.get(name) is table and not (tracked and table.touched != set()):
+                continue  # nobody touched this table
             old = self._shadow.get(name)
             if old is None:
                 ops.append(["table", name])
@@ -239,12 +242,16 @@ class _StrIdTable(Table):
         return uuid.uuid4().hex
 
     def _update_table(self, updater: Callable[[dict], None]) -> None:
-        # TinyDB's version converts every key twice; ids are already strings here.
+        # TinyDB's version copies the whole table (converting every key twice) on every
+        # write: O(table) per insert. Here the stored table is a _TrackedTable changed in
+        # place; the journal diff looks only at the documents the updater touched.
         tables = self._storage.read()
-        table = _TrackedTable()
-        dict.update(table, tables.get(self.name, {}))
+        table = tables.get(self.name)
+        if not isinstance(table, _TrackedTable):
+            table = _TrackedTable(table or {})  # once per table and process
+            tables[self.name] = table
+        table.touched = set()
         updater(table)
-        tables[self.name] = table
         self._storage.write(tables)
         self.clear_cache()
 

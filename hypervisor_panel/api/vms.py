@@ -5,15 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 from ..host import PanelHost
+from ..ip_pools import ADDRESS
 from ..routes import ApiRequest, Query, RouteTable, accepted
 from ..validation import ID, NAME
 from . import schemas as s
 
 BOOT_PATH = {"type": "string", "pattern": r"^/[A-Za-z0-9._/+-]{1,255}$"}
+INTERFACE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["network"],
+    "properties": {
+        "network": ID,
+        "ip": {**ADDRESS, "description": "this address (admins only)"},
+        "ips": {"type": "array", "maxItems": 8, "items": ADDRESS,
+                "description": "these addresses (admins only)"},
+        "options": {"type": "object", "description": "per the mode's nic_options_schema"},
+    },
+}
 CREATE = {
     "type": "object",
     "additionalProperties": False,
     "required": ["name", "vm_template"],
+    "not": {"required": ["network", "interfaces"]},
+    "dependentRequired": {"ip": ["network"]},
     "properties": {
         "name": NAME,
         "vm_template": ID,
@@ -24,7 +39,11 @@ CREATE = {
                   "description": "A volume in the VM's storage to clone the disk from "
                                  "(copy-on-write where the storage allows)"},
         "recipe": ID,
-        "network": ID,
+        "network": {**ID, "description": "one interface on this network (short form of "
+                                          "interfaces)"},
+        "ip": {**ADDRESS, "description": "with network: this address (admins only)"},
+        "interfaces": {"type": "array", "maxItems": 8, "items": INTERFACE,
+                       "description": "the VM's interfaces (instead of network/ip)"},
         "owner": ID,
         "description": {"type": "string", "maxLength": 500},
         "start": {"type": "boolean", "description": "Start the VM once it is created"},

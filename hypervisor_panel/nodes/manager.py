@@ -27,6 +27,7 @@ from ..virt.connection import DomainEventHandler, NodeConnection
 from ..virt.demo import connection_for, demo_uri
 from ..virt.facts import libvirt_facts
 from . import local
+from .context import NodeHandle
 from .kvm import KvmGuard
 from .local import local_libvirt_answers, node_record
 from .records import TABLE, NodeRecord
@@ -256,6 +257,13 @@ class NodeManager:
             except PanelError:
                 return False
         return True
+
+    def context(self, node_id: str) -> NodeHandle:
+        """The node as capability plugins see it (``network.NodeContext``)."""
+        node = self.require(node_id)
+        return NodeHandle(node_id, node["name"], node.get("kind") != "ssh", node,
+                          lambda: self.connection(node_id).get(),
+                          demo=node.get("kind") == "demo")
 
     # -- kvm -------------------------------------------------------------------------
     def domain_type(self, node_id: str) -> str:

@@ -10,7 +10,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 METADATA_NS = "https://hypervisor-panel.org/xmlns/vm/1"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 ET.register_namespace("hvp", METADATA_NS)
+ET.register_namespace("qemu", QEMU_NS)
 
 ON_POWEROFF = "destroy"
 ON_REBOOT = "restart"
@@ -61,6 +63,20 @@ class Disk:
 
 
 @dataclass
+class FilterRef:
+    """An nwfilter on an interface with its parameters (``IP`` may repeat)."""
+
+    name: str
+    params: list[tuple[str, str]] = field(default_factory=list)
+
+    def element(self) -> ET.Element:
+        ref = ET.Element("filterref", filter=self.name)
+        for key, value in self.params:
+            ET.SubElement(ref, "parameter", name=key, value=value)
+        return ref
+
+
+@dataclass
 class Interface:
     """A NIC: ``kind`` is network | bridge | user; ``source`` is the network or bridge name."""
 
@@ -68,17 +84,34 @@ class Interface:
     source: str | None = None
     mac: str | None = None
     model: str = "virtio"
+    filterref: FilterRef | None = None
+    vlan: int | None = None
+    mtu: int | None = None
+    portgroup: str | None = None
 
     def element(self) -> ET.Element:
         iface = ET.Element("interface", type=self.kind)
         if self.mac:
             ET.SubElement(iface, "mac", address=self.mac)
         if self.kind == "network" and self.source:
-            ET.SubElement(iface, "source", network=self.source)
+            attrs = {"network": self.source}
+            if self.portgroup:
+                attrs["portgroup"] = self.portgroup
+            ET.SubElement(iface, "source", attrs)
         elif self.kind == "bridge" and self.source:
             ET.SubElement(iface, "source", bridge=self.source)
+        if self.vlan is not None:
+            ET.SubElement(ET.SubElement(iface, "vlan"), "tag", id=str(self.vlan))
         ET.SubElement(iface, "model", type=self.model)
+        if self.mtu:
+            ET.SubElement(iface, "mtu", size=str(self.mtu))
+        if self.filterref is not None:
+            iface.append(self.filterref.element())
         return iface
+
+    def to_xml(self) -> str:
+        """The ``<interface>`` alone (device hot-plug)."""
+        return ET.tostring(self.element(), encoding="unicode")
 
 
 @dataclass
@@ -100,6 +133,8 @@ class DomainBuilder:
     cmdline: str | None = None
     disks: list[Disk] = field(default_factory=list)
     interfaces: list[Interface] = field(default_factory=list)
+    #: Extra QEMU arguments (``<qemu:commandline>``), e.g. an isolated user-mode NIC.
+    qemu_args: list[str] = field(default_factory=list)
     vnc: bool = False
     serial_log: bool = True
 
@@ -158,6 +193,10 @@ class DomainBuilder:
             ET.SubElement(devices, "graphics", type="vnc", port="-1", autoport="yes",
                           listen=VNC_LISTEN)
         ET.SubElement(devices, "memballoon", model="virtio")
+        if self.qemu_args:
+            commandline = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+            for arg in self.qemu_args:
+                ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
         return dom
 
     def to_xml(self) -> str:

@@ -24,6 +24,7 @@ from ..store import Store
 from ..tasks import TaskContext, TaskManager
 from ..virt.errors import libvirt_message
 from .lifecycle import Lifecycle
+from .nics import VMNetworking
 from .reconcile import Reconciler
 from .records import TABLE, VMRecord
 
@@ -39,13 +40,10 @@ Placer = Callable[[int, str, set[str]], str]  # (memory MiB, storage id, exclude
 class Migrator:
     def __init__(self, store: Store, nodes: NodeManager, storages: StorageService,
                  tasks: TaskManager, reconciler: Reconciler, lifecycle: Lifecycle,
-                 place: Placer) -> None:
-        self.store = store
-        self.nodes = nodes
-        self.storages = storages
-        self.tasks = tasks
-        self.reconciler = reconciler
-        self.lifecycle = lifecycle
+                 networking: VMNetworking, place: Placer) -> None:
+        self.store, self.nodes, self.storages = store, nodes, storages
+        self.tasks, self.reconciler, self.lifecycle = tasks, reconciler, lifecycle
+        self.networking = networking
         self.place = place
 
     # -- pre-flight -------------------------------------------------------------------
@@ -75,6 +73,10 @@ class Migrator:
             out.append(f"node {target['name']!r} has {free} MiB free, the VM needs "
                        f"{vm['memory_mib']} MiB")
         out += self._storage_problems(vm, target_id, target["name"])
+        for network, _nic in self.networking.nics(vm):
+            if not self.networking.networks.active_on(network["id"], target_id):
+                out.append(f"network {network['name']!r} is not active on node "
+                           f"{target['name']!r}")
         out += self._boot_problems(vm, target_id, target["name"])
         try:
             self.nodes.connection(target_id).get().lookupByName(vm["domain_name"])
@@ -191,6 +193,11 @@ class Migrator:
                 backend.delete_volume(sconn, disk["volume"])
             except PanelError as exc:
                 ctx.log(f"the old disk {disk['volume']} stays on the source: {exc.message}")
+        try:  # the VM's per-node network state (DHCP entries, port forwards) moves too
+            self.networking.detach(vm, source_id)
+            self.networking.attach({**vm, "node": target_id}, target_id)  # type: ignore
+        except PanelError as exc:
+            ctx.log(f"network setup on the target is incomplete: {exc.message}")
         self.store.update(TABLE, vm["id"], {"node": target_id})
         self.nodes.connection(source_id).set_state(vm["uuid"], vm["domain_name"], None)
         self.nodes.connection(target_id).set_state(vm["uuid"], vm["domain_name"],

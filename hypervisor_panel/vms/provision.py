@@ -18,6 +18,7 @@ from ..tasks import TaskContext
 from ..virt.domain_xml import DomainBuilder
 from ..virt.errors import libvirt_message
 from .lifecycle import Lifecycle
+from .nics import VMNetworking
 from .reconcile import Reconciler
 from .records import TABLE, DiskRecord, VMRecord
 
@@ -30,13 +31,14 @@ PrepareDomain = Callable[[VMRecord, DomainBuilder], None]
 
 class Provisioner:
     def __init__(self, store: Store, nodes: NodeManager, storages: StorageService,
-                 reconciler: Reconciler, lifecycle: Lifecycle,
+                 reconciler: Reconciler, lifecycle: Lifecycle, networking: VMNetworking,
                  prepare_domain: PrepareDomain) -> None:
         self.store = store
         self.nodes = nodes
         self.storages = storages
         self.reconciler = reconciler
         self.lifecycle = lifecycle
+        self.networking = networking
         self.prepare_domain = prepare_domain
 
     def builder(self, vm: VMRecord) -> DomainBuilder:
@@ -65,6 +67,7 @@ class Provisioner:
         return backend.create_volume(conn, volume_name, vm["disk_gib"] * GIB)
 
     def _define(self, conn: libvirt.virConnect, vm: VMRecord, builder: DomainBuilder) -> None:
+        self.networking.apply(vm, builder)
         self.prepare_domain(vm, builder)
         with self.reconciler.expect(vm["uuid"]):
             try:
@@ -91,6 +94,7 @@ class Provisioner:
             builder.disks.append(backend.disk(volume, target="vda"))
             self._define(conn, vm, builder)
             defined = True
+            self.networking.attach(vm, vm["node"])
             disks: list[DiskRecord] = [{"storage": vm["storage"], "volume": volume_name,
                                         "target": "vda", "size_gib": vm["disk_gib"],
                                         "image": vm.get("image")}]
@@ -112,6 +116,11 @@ class Provisioner:
                    made_volume: bool) -> None:
         if defined:
             self.lifecycle.undefine(conn, vm)
+            try:
+                self.networking.detach(vm, vm["node"])
+            except PanelError as exc:
+                ctx.log(f"could not undo the network setup: {exc.message}")
+        self.networking.release(vm.get("interfaces", []))
         if made_volume:
             try:
                 backend.delete_volume(conn, volume_name)
@@ -119,3 +128,20 @@ class Provisioner:
                 ctx.log(f"could not delete the new volume: {exc.message}")
         self.store.delete(TABLE, vm["id"])
         self.reconciler.forget(vm)
+
+    def redefine(self, vm: VMRecord) -> None:
+        """Define a stopped VM's domain anew from its record (disks, NICs, hooks)."""
+        conn = self.nodes.connection(vm["node"]).get()
+        builder = self.builder(vm)
+        for disk in vm.get("disks", []):
+            backend = self.storages.backend(self.storages.require(disk["storage"]))
+            builder.disks.append(backend.disk(backend.lookup_volume(conn, disk["volume"]),
+                                              target=disk["target"]))
+        self.networking.apply(vm, builder)
+        self.prepare_domain(vm, builder)
+        self.reconciler.expect_redefine(vm["uuid"])
+        try:
+            conn.defineXML(builder.to_xml())
+        except libvirt.libvirtError as exc:
+            raise PanelError(f"libvirt refused the domain: {libvirt_message(exc)}",
+                             code="define_failed") from exc

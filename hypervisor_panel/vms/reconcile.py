@@ -97,6 +97,8 @@ class Reconciler:
         out: dict[str, Any] = dict(vm)
         out["state"] = state
         out["stats"] = stats
+        out["addresses"] = [a["address"] for nic in vm.get("interfaces", [])
+                            for a in nic.get("addresses", [])]
         if state == "missing":
             out["problem"] = "the domain was removed outside the panel"
         elif vm.get("external_change"):

@@ -34,6 +34,7 @@ class VMRecord(TypedDict, total=False):
     vnc: bool
     status: str  # creating | ok | deleting
     disks: list[DiskRecord]
+    interfaces: list[dict[str, Any]]  # {id, network, mac, addresses, dns, options}
     domain_type: str
     external_change: float
     created: float

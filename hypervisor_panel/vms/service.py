@@ -7,27 +7,28 @@ layer checks what a schema cannot (existence, permissions, capacity, state).
 
 from __future__ import annotations
 
+import logging
 import os
-import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import libvirt
-
 from ..auth import Auth
-from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from ..errors import Conflict, Forbidden, Invalid, NotFound, PanelError, Unavailable
 from ..events import EventLog
+from ..ip_pools import IPPoolService
+from ..networks import NetworkService
 from ..references import References
 from ..settings import SettingsService
 from ..store import Store
 from ..tasks import TaskManager
 from ..virt.domain_xml import serial_log_path
-from ..vm_templates import VMTemplateRecord, VMTemplateService
+from ..vm_templates import VMTemplateService
 from ..volumes import volume_ref
-from . import placement
+from .create import Creator
+from .interfaces import InterfaceActions
 from .lifecycle import Lifecycle
 from .migration import Migrator
+from .nics import VMNetworking
 from .provision import PrepareDomain, Provisioner
 from .reconcile import Reconciler
 from .records import TABLE, VMRecord
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ..nodes import NodeManager
     from ..storages import StorageService
 
+log = logging.getLogger(__name__)
+
 # action -> the states it may start from
 ACTIONS = {
     "start": ("stopped", "crashed", "paused"),
@@ -43,23 +46,27 @@ ACTIONS = {
     "reboot": ("running",),
     "destroy": ("running", "paused", "stopping", "crashed"),
 }
-NOT_IMPLEMENTED_YET = ("os_template", "recipe", "network")
 
 
 class VMService:
     def __init__(self, store: Store, tasks: TaskManager, events: EventLog,
                  settings: SettingsService, nodes: NodeManager, storages: StorageService,
                  templates: VMTemplateService, users: Auth, references: References,
+                 networks: NetworkService, pools: IPPoolService,
                  prepare_domain: PrepareDomain) -> None:
         self.store, self.tasks, self.events = store, tasks, events
-        self.settings, self.nodes, self.storages = settings, nodes, storages
-        self.templates, self.users = templates, users
+        self.nodes, self.storages = nodes, storages
         self.reconciler = Reconciler(store, nodes, events)
         self.lifecycle = Lifecycle(store, nodes, self.reconciler)
+        self.networking = VMNetworking(store, nodes, networks, pools, references)
         self.provisioner = Provisioner(store, nodes, storages, self.reconciler,
-                                       self.lifecycle, prepare_domain)
+                                       self.lifecycle, self.networking, prepare_domain)
+        self.creator = Creator(store, tasks, events, settings, nodes, storages, templates,
+                               users, self.reconciler, self.provisioner, self.networking)
         self.migrator = Migrator(store, nodes, storages, tasks, self.reconciler,
-                                 self.lifecycle, self.place)
+                                 self.lifecycle, self.networking, self.place)
+        self.interfaces = InterfaceActions(store, tasks, self.reconciler, self.lifecycle,
+                                           self.provisioner, self.networking)
         for kind, finder in (("storage", self._using_storage), ("vm_template",
                              self._using_template), ("node", self._on_node),
                              ("user", self._owned_by), ("volume", self._using_volume)):
@@ -93,6 +100,10 @@ class VMService:
     def public(self, vm: VMRecord) -> dict[str, Any]:
         return self.reconciler.public(vm)
 
+    def network_config(self, vm_id: str, user: dict[str, Any]) -> dict[str, Any]:
+        """The guest's network configuration (cloud-init network-config v2)."""
+        return self.networking.network_config(self.require(vm_id, user))
+
     def state_of(self, vm: VMRecord) -> tuple[str, dict[str, Any]]:
         return self.reconciler.state_of(vm)
 
@@ -116,133 +127,13 @@ class VMService:
     def on_node(self, node_id: str) -> list[VMRecord]:
         return self.store.find(TABLE, node=node_id)  # type: ignore[return-value]
 
-    # -- placement -----------------------------------------------------------------------
+    # -- placement and create (vms/create.py) --------------------------------------------
     def place(self, memory_mib: int, storage_id: str | None,
               exclude: set[str] | frozenset[str] = frozenset()) -> str:
-        """The online node (not in maintenance) with the most memory left for VMs."""
-        ratio = float(self.settings.get()["memory_overcommit"])
-        placed: dict[str, int] = {}
-        with self.store.locked():
-            for vm in self.store.raw_values(TABLE):
-                placed[vm["node"]] = placed.get(vm["node"], 0) + vm["memory_mib"]
-        rooms = [placement.NodeRoom(n, self.nodes.info(n).get("memory_mib") or 0,
-                                    placed.get(n, 0))
-                 for n in self.nodes.placeable_ids()
-                 if n not in exclude and (storage_id is None
-                                          or self.storages.active_on(storage_id, n))]
-        best = placement.choose_node(rooms, memory_mib, ratio)
-        if best is None:
-            raise Unavailable(f"no online node has {memory_mib} MiB of RAM left for a VM "
-                              f"(overcommit ratio {ratio})", code="no_capacity")
-        return best
-
-    # -- create --------------------------------------------------------------------------
-    def _owner(self, data: dict[str, Any], user: dict[str, Any]) -> str:
-        owner = data.get("owner", user["id"])
-        if owner != user["id"]:
-            if user["role"] != "admin":
-                raise Forbidden("only an admin may create VMs for other users",
-                                code="admin_only")
-            if self.users.get_user(owner) is None:
-                raise Invalid(f"user {owner!r} not found", code="user_not_found")
-        return owner
-
-    def _check_quota(self, owner_id: str, template: VMTemplateRecord) -> None:
-        quota = (self.users.get_user(owner_id) or {}).get("quota") or {}
-        if not quota:
-            return
-        used = placement.usage_of(self.store.find(TABLE, owner=owner_id))
-        extra = placement.Usage(1, template["vcpus"], template["memory_mib"],
-                                template["disk_gib"])
-        problem = placement.quota_problem(quota, used, extra)
-        if problem:
-            raise Forbidden(problem, code="quota_exceeded")
-
-    def _where(self, data: dict[str, Any], template: VMTemplateRecord) -> tuple[str, str]:
-        """(node id, storage id) for a new VM: given, or placed."""
-        if data.get("storage") and self.storages.get(data["storage"]) is None:
-            raise Invalid(f"storage {data['storage']!r} not found", code="storage_not_found")
-        node_id = data.get("node") or self.place(template["memory_mib"], data.get("storage"))
-        node = self.nodes.get(node_id)
-        if node is None:
-            raise Invalid(f"node {node_id!r} not found", code="node_not_found")
-        if self.nodes.status(node_id) != "online":
-            raise Unavailable(f"node {node['name']!r} is offline", code="node_offline")
-        total = self.nodes.info(node_id).get("memory_mib")
-        if total and template["memory_mib"] > total:
-            raise Invalid(f"template {template['name']!r} needs {template['memory_mib']} MiB "
-                          f"of RAM but node {node['name']!r} has only {total} MiB",
-                          code="not_enough_memory")
-        storage_id = data.get("storage") or next(
-            (s["id"] for s in self.storages.for_node(node_id)), None)
-        if storage_id is None or self.storages.get(storage_id) is None:
-            raise Invalid(f"storage {storage_id!r} not found", code="storage_not_found")
-        return node_id, storage_id
-
-    def _check_sources(self, data: dict[str, Any], node_id: str, storage_id: str) -> None:
-        if "boot" in data and self.nodes.is_local(node_id):
-            for key in ("kernel", "initrd"):
-                path = data["boot"].get(key)
-                if path and not Path(path).is_file():
-                    raise Invalid(f"boot.{key}: {path} is not a file on the node",
-                                  code="file_not_found")
-        if "image" in data:
-            storage = self.storages.require(storage_id)
-            try:
-                self.storages.backend(storage).lookup_volume(
-                    self.nodes.connection(node_id).get(), data["image"])
-            except NotFound as exc:
-                raise Invalid(f"image {data['image']!r} not found in storage "
-                              f"{storage['name']!r}", code="image_not_found") from exc
+        return self.creator.place(memory_mib, storage_id, exclude)
 
     def create(self, data: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
-        """Check a create request and start its task (``data`` matches the schema)."""
-        for field in NOT_IMPLEMENTED_YET:
-            if field in data:
-                raise Invalid(f"{field} is not supported by this panel version yet",
-                              code="not_supported")
-        if "boot" in data and user["role"] != "admin":
-            raise Forbidden("only an admin may set direct kernel boot", code="admin_only")
-        owner = self._owner(data, user)
-        template = self.templates.get(data["vm_template"])
-        if template is None:
-            raise Invalid(f"VM template {data['vm_template']!r} not found",
-                          code="vm_template_not_found")
-        node_id, storage_id = self._where(data, template)
-        self._check_sources(data, node_id, storage_id)
-        with self.store.locked():
-            self._check_quota(owner, template)
-            vm = self._insert(data, owner, template, node_id, storage_id)
-        self.reconciler.known(vm)
-        task = self.tasks.submit(
-            "vm.create", lambda ctx: self.provisioner.create_body(ctx, vm["id"],
-                                                                  data.get("start", False)),
-            title=f"Create VM {vm['name']}", owner=user["id"], lock_key=f"vm:{vm['id']}",
-            subject=vm["id"])
-        self.events.emit("vm.create", vm["id"], actor=user["id"], name=vm["name"])
-        return task
-
-    def _insert(self, data: dict[str, Any], owner: str, template: VMTemplateRecord,
-                node_id: str, storage_id: str) -> VMRecord:
-        if self.store.find_one(TABLE, name=data["name"]):
-            raise Conflict(f"a VM named {data['name']!r} already exists", code="already_exists")
-        try:
-            self.nodes.connection(node_id).get().lookupByName(data["name"])
-        except libvirt.libvirtError:
-            pass
-        else:
-            raise Conflict(f"the node already has a domain named {data['name']!r}",
-                           code="already_exists")
-        return self.store.insert(TABLE, {  # type: ignore[return-value]
-            "name": data["name"], "domain_name": data["name"], "uuid": str(uuid.uuid4()),
-            "owner": owner, "node": node_id, "storage": storage_id,
-            "vm_template": template["id"], "memory_mib": template["memory_mib"],
-            "vcpus": template["vcpus"], "cpu_shares": template.get("cpu_shares", 1024),
-            "disk_gib": template["disk_gib"], "description": data.get("description", ""),
-            "boot": data.get("boot"), "image": data.get("image"),
-            "vnc": data.get("vnc", False), "status": "creating", "disks": [],
-            "created": time.time(),
-        })
+        return self.creator.create(data, user)
 
     # -- actions -------------------------------------------------------------------------
     def action(self, vm_id: str, action: str, body: dict[str, Any], user: dict[str, Any]
@@ -285,6 +176,31 @@ class VMService:
     def evacuate(self, node_id: str, user: dict[str, Any]) -> dict[str, Any]:
         return self.migrator.evacuate(node_id, user)
 
+    # -- interfaces (vms/interfaces.py) ----------------------------------------------------
+    def add_interface(self, vm_id: str, body: dict[str, Any], user: dict[str, Any]
+                      ) -> dict[str, Any]:
+        vm = self.require(vm_id, user)
+        _admin_for_addresses(body, user)
+        nic = self.interfaces.add(vm, body)
+        self.events.emit("vm.interface_add", vm_id, actor=user["id"], nic=nic["id"])
+        return nic
+
+    def remove_interface(self, vm_id: str, nic_id: str, user: dict[str, Any]) -> None:
+        self.interfaces.remove(self.require(vm_id, user), nic_id)
+        self.events.emit("vm.interface_remove", vm_id, actor=user["id"], nic=nic_id)
+
+    def add_address(self, vm_id: str, nic_id: str, body: dict[str, Any],
+                    user: dict[str, Any]) -> dict[str, Any]:
+        nic = self.interfaces.add_address(self.require(vm_id, user), nic_id, body)
+        self.events.emit("vm.address_add", vm_id, actor=user["id"], nic=nic_id)
+        return nic
+
+    def remove_address(self, vm_id: str, nic_id: str, address: str,
+                       user: dict[str, Any]) -> None:
+        self.interfaces.remove_address(self.require(vm_id, user), nic_id, address)
+        self.events.emit("vm.address_remove", vm_id, actor=user["id"], nic=nic_id,
+                         address=address)
+
     # -- update / delete ----------------------------------------------------------------
     def update(self, vm_id: str, data: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
         self.require(vm_id, user)
@@ -306,6 +222,11 @@ class VMService:
         vm: VMRecord = self.store.require(TABLE, vm_id, "VM")  # type: ignore[assignment]
         conn = self.nodes.connection(vm["node"]).get()
         self.lifecycle.undefine(conn, vm)
+        try:
+            self.networking.detach(vm, vm["node"])
+        except PanelError as exc:  # the VM goes anyway; say what may be left on the node
+            log.warning("VM %s: could not undo its network setup: %s", vm["name"], exc)
+        self.networking.release(vm.get("interfaces", []))
         kept = []
         for disk in vm.get("disks", []):
             storage = self.storages.get(disk["storage"])
@@ -337,3 +258,9 @@ class VMService:
     def on_domain_event(self, node_id: str, dom_uuid: str, state: str | None,
                         event: int, detail: int) -> None:
         self.reconciler.on_domain_event(node_id, dom_uuid, state, event, detail)
+
+
+def _admin_for_addresses(request: dict[str, Any], user: dict[str, Any]) -> None:
+    """Only admins choose addresses; users get the next free one."""
+    if ("ip" in request or "ips" in request) and user["role"] != "admin":
+        raise Forbidden("only an admin may choose an interface's address", code="admin_only")

@@ -7,6 +7,16 @@ prove that the same guest kept running, e.g. across a live migration.  When the
 domain has ``<features><acpi/></features>``, an ACPI power-button press
 (``virDomainShutdown``) makes it print ``HVP-GUEST-POWEROFF`` and power off.
 
+Networking (only when the kernel command line has ``hvp.net=`` tokens; see
+:data:`NET_SCRIPT`): before the marker, /init configures the NICs from
+``hvp.net=IF,MAC,static|dhcp``, ``hvp.addr=IF,ADDR/PREFIX``, ``hvp.gw=IF,ADDR``,
+``hvp.dns=ADDR`` and ``hvp.mtu=IF,MTU`` (several of each allowed), prints
+``HVP-ADDR IF ADDR/PREFIX`` for every global address the kernel then reports and
+``HVP-NET-READY``.  Test-only tokens: ``hvp.serve=PORT`` (a TCP service answering
+``HVP-BANNER <hostname>``) and ``hvp.probe=ADDR:PORT`` (prints ``HVP-EGRESS open|blocked
+ADDR:PORT`` after one 3 s connect attempt).  Problems print ``HVP-NET-ERROR ...``.
+Static NICs get accept_dad=0 and accept_ra=0; dhcp NICs accept_dad=0 (SLAAC stays on).
+
 Requirements (Debian 12): apt lists present, packages ``busybox-static`` and ``cpio``.
 The kernel is fetched with ``apt-get download`` (never installed) and unpacked with
 ``dpkg-deb -x``.  ``GuestAssets.kernel`` is the uncompressed ELF ``vmlinux`` taken out
@@ -40,6 +50,12 @@ MARKER = "HVP-GUEST-BOOTED"
 UPTIME_PREFIX = "HVP-UPTIME"
 POWEROFF_MARKER = "HVP-GUEST-POWEROFF"
 DISK_PREFIX = "HVP-DISK"
+ADDR_PREFIX = "HVP-ADDR"
+NET_READY_MARKER = "HVP-NET-READY"
+NET_ERROR_PREFIX = "HVP-NET-ERROR"
+BANNER_PREFIX = "HVP-BANNER"
+EGRESS_PREFIX = "HVP-EGRESS"
+GUEST_HOSTNAME = "hvp-guest"
 METAPACKAGE = "linux-image-amd64"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
@@ -82,7 +98,10 @@ done
 n=0
 while [ ! -e /dev/input/event0 ] && [ $n -lt 20 ]; do sleep 0.05; n=$((n + 1)); done
 [ -e /dev/input/event0 ] && acpid -c /etc/acpi -l /tmp/acpid.log
-hostname hvp-guest
+hostname {GUEST_HOSTNAME}
+case " $(cat /proc/cmdline) " in
+    *" hvp.net="*) /sbin/hvp-net ;;
+esac
 echo
 echo "{MARKER}"
 while true; do
@@ -99,11 +118,138 @@ sync
 poweroff -f
 """
 
+# /sbin/hvp-net, run by /init (console on stdio) when the cmdline has hvp.net= tokens.
+NET_SCRIPT = r"""#!/bin/sh
+# Configure the NICs from hvp.* kernel command line tokens, then report what applied.
+NETS= ADDRS= GWS= DNS= MTUS= SERVE= PROBE= READY=
+set -f
+for tok in $(cat /proc/cmdline); do
+    case "$tok" in
+        hvp.net=*) NETS="$NETS ${tok#hvp.net=}" ;;
+        hvp.addr=*) ADDRS="$ADDRS ${tok#hvp.addr=}" ;;
+        hvp.gw=*) GWS="$GWS ${tok#hvp.gw=}" ;;
+        hvp.dns=*) DNS="$DNS ${tok#hvp.dns=}" ;;
+        hvp.mtu=*) MTUS="$MTUS ${tok#hvp.mtu=}" ;;
+        hvp.serve=*) SERVE="$SERVE ${tok#hvp.serve=}" ;;
+        hvp.probe=*) PROBE="$PROBE ${tok#hvp.probe=}" ;;
+    esac
+done
+set +f
+err() { echo "@ERR@ $*"; }
+by_mac() {
+    for d in /sys/class/net/*; do
+        [ "$(cat "$d/address" 2>/dev/null)" = "$1" ] && { echo "${d##*/}"; return 0; }
+    done
+    return 1
+}
+ip link set dev lo up
+: >/etc/resolv.conf
+for d in $DNS; do echo "nameserver $d" >>/etc/resolv.conf; done
+# Pass 1: find each NIC by MAC; move it out of the way (hvptmpN) when misnamed.
+i=0
+for n in $NETS; do
+    name=${n%%,*} rest=${n#*,}
+    mac=$(echo "${rest%,*}" | tr A-F a-f)
+    w=0
+    while ! cur=$(by_mac "$mac") && [ $w -lt 40 ]; do sleep 0.05; w=$((w + 1)); done
+    if [ -z "$cur" ]; then err "$name no interface with mac $mac"; continue; fi
+    if [ "$cur" != "$name" ]; then
+        ip link set dev "$cur" down
+        ip link set dev "$cur" name "hvptmp$i" || err "$name cannot rename $cur"
+        i=$((i + 1))
+    fi
+done
+# Pass 2: final names, then addresses, link, DHCP and routes.
+for n in $NETS; do
+    name=${n%%,*} rest=${n#*,}
+    mac=$(echo "${rest%,*}" | tr A-F a-f) mode=${rest##*,}
+    cur=$(by_mac "$mac") || continue
+    if [ "$cur" != "$name" ]; then
+        ip link set dev "$cur" name "$name" || { err "$name cannot rename $cur"; continue; }
+    fi
+    for m in $MTUS; do
+        [ "${m%%,*}" = "$name" ] || continue
+        ip link set dev "$name" mtu "${m#*,}" || err "$name mtu ${m#*,}"
+    done
+    echo 0 2>/dev/null >"/proc/sys/net/ipv6/conf/$name/accept_dad"
+    [ "$mode" = static ] && echo 0 2>/dev/null >"/proc/sys/net/ipv6/conf/$name/accept_ra"
+    ip link set dev "$name" up
+    for a in $ADDRS; do
+        [ "${a%%,*}" = "$name" ] || continue
+        ip addr add "${a#*,}" dev "$name" || err "$name addr ${a#*,}"
+    done
+    case "$mode" in
+        static) ;;
+        dhcp) udhcpc -i "$name" -s /etc/hvp/udhcpc.sh -n -t 20 -T 1 -A 1 >/dev/null 2>&1 \
+                  || err "$name no dhcp lease" ;;
+        *) err "$name unknown mode $mode" ;;
+    esac
+    for g in $GWS; do
+        [ "${g%%,*}" = "$name" ] || continue
+        case "${g#*,}" in
+            *:*) ip -6 route replace default via "${g#*,}" dev "$name" || err "$name gw ${g#*,}" ;;
+            *) ip -4 route replace default via "${g#*,}" dev "$name" || err "$name gw ${g#*,}" ;;
+        esac
+    done
+    READY="$READY $name"
+done
+for p in $SERVE; do
+    nc -ll -p "$p" -e /etc/hvp/banner.sh </dev/null >/dev/null 2>&1 &
+    w=0
+    while ! netstat -ltn 2>/dev/null | grep -q ":$p "; do
+        [ $w -ge 40 ] && { err "serve $p not listening"; break; }
+        sleep 0.05; w=$((w + 1))
+    done
+done
+for name in $READY; do
+    ip -o addr show dev "$name" | awk -v n="$name" \
+        '($3 == "inet" || $3 == "inet6") && $4 !~ /^fe80:/ { print "@ADDR@ " n " " $4 }'
+done
+echo "@READY@"
+if [ -n "$PROBE" ]; then
+    for t in $PROBE; do
+        if timeout 5 nc -w 3 "${t%:*}" "${t##*:}" -e /bin/true </dev/null >/dev/null 2>&1
+        then echo "@EGRESS@ open $t"; else echo "@EGRESS@ blocked $t"; fi
+    done &
+fi
+exit 0
+""".replace("@ERR@", NET_ERROR_PREFIX).replace("@ADDR@", ADDR_PREFIX) \
+    .replace("@READY@", NET_READY_MARKER).replace("@EGRESS@", EGRESS_PREFIX)
+
+# busybox udhcpc hook: applies the lease (address, default router, DNS servers).
+UDHCPC_SCRIPT = r"""#!/bin/sh
+lease=/run/hvp-lease.$interface
+case "$1" in
+    deconfig|leasefail|nak) ip link set dev "$interface" up ;;
+    bound|renew)
+        new="$ip/${mask:-24}"
+        old=$(cat "$lease" 2>/dev/null)
+        if [ "$old" != "$new" ]; then
+            [ -n "$old" ] && ip addr del "$old" dev "$interface"
+            ip addr add "$new" dev "$interface" && echo "$new" >"$lease"
+        fi
+        for r in $router; do
+            ip -4 route replace default via "$r" dev "$interface" && break
+        done
+        for d in $dns; do
+            grep -qx "nameserver $d" /etc/resolv.conf 2>/dev/null \
+                || echo "nameserver $d" >>/etc/resolv.conf
+        done
+        ;;
+esac
+exit 0
+"""
+
+# Run by busybox nc for each connection to an hvp.serve port (stdout is the socket).
+BANNER_SCRIPT = f"""#!/bin/sh
+echo "{BANNER_PREFIX} $(hostname)"
+"""
+
 # Bump when the layout of the cache or of the initramfs changes.
-_FORMAT = "1"
+_FORMAT = "2"
 _RECIPE = hashlib.sha256(
-    "\0".join((_FORMAT, INIT_SCRIPT, POWER_BUTTON_SCRIPT, *ACPI_MODULES,
-               *VIRTIO_MODULES)).encode()
+    "\0".join((_FORMAT, INIT_SCRIPT, POWER_BUTTON_SCRIPT, NET_SCRIPT, UDHCPC_SCRIPT,
+               BANNER_SCRIPT, *ACPI_MODULES, *VIRTIO_MODULES)).encode()
 ).hexdigest()[:12]
 
 
@@ -112,8 +258,8 @@ class GuestAssets:
     """Paths of a bootable kernel + initramfs and the line printed once booted.
 
     ``acpi_shutdown``: the guest powers off on an ACPI power-button press.
-    ``modules_dir``: evdev/button and virtio ``*.ko`` of that kernel (virtio ones
-    are not loaded by /init; see ``VIRTIO_MODULES`` for their insmod order).
+    ``modules_dir``: evdev/button and virtio ``*.ko`` of that kernel (/init loads them
+    all; see ``VIRTIO_MODULES`` for their insmod order).
     """
 
     kernel: Path
@@ -164,6 +310,14 @@ def build_guest_assets(cache_dir: Path) -> GuestAssets:
         }
         _atomic_write(manifest, json.dumps(data, indent=2).encode())
         return assets
+
+
+def reported_addresses(console: str) -> dict[str, list[str]]:
+    """``{ifname: ["addr/prefix", ...]}`` from the ``HVP-ADDR`` lines of a serial log."""
+    found: dict[str, list[str]] = {}
+    for m in re.finditer(rf"^{ADDR_PREFIX} (\S+) (\S+)\r?$", console, re.M):
+        found.setdefault(m.group(1), []).append(m.group(2))
+    return found
 
 
 def _boot_kernel(kernel_dir: Path) -> Path:
@@ -416,6 +570,7 @@ def build_initramfs(busybox: Path, modules: list[Path]) -> bytes:
         "etc",
         "etc/acpi",
         "etc/acpi/PWRF",
+        "etc/hvp",
         "lib",
         "lib/modules",
         "var",
@@ -433,7 +588,10 @@ def build_initramfs(busybox: Path, modules: list[Path]) -> bytes:
             cpio.symlink(applet, "/bin/busybox")
     cpio.file("init", INIT_SCRIPT.encode(), 0o755)
     cpio.file("etc/acpi/PWRF/00000080", POWER_BUTTON_SCRIPT.encode(), 0o755)
-    cpio.file("etc/hostname", b"hvp-guest\n")
+    cpio.file("sbin/hvp-net", NET_SCRIPT.encode(), 0o755)
+    cpio.file("etc/hvp/udhcpc.sh", UDHCPC_SCRIPT.encode(), 0o755)
+    cpio.file("etc/hvp/banner.sh", BANNER_SCRIPT.encode(), 0o755)
+    cpio.file("etc/hostname", f"{GUEST_HOSTNAME}\n".encode())
     for ko in modules:
         cpio.file(f"lib/modules/{ko.name}", ko.read_bytes())
     return gzip.compress(cpio.finish(), compresslevel=9, mtime=0)

@@ -1,0 +1,206 @@
+"""Creating a VM: where it goes, whether its owner may have it, its record and task.
+
+Checks run before anything is made; the quota check, the record and the interfaces'
+addresses are taken under one store lock, so two concurrent creates cannot both pass the
+last unit of a quota or get the same address.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from ..auth import Auth
+from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from ..events import EventLog
+from ..settings import SettingsService
+from ..store import Store
+from ..tasks import TaskManager
+from ..vm_templates import VMTemplateRecord, VMTemplateService
+from . import placement
+from .nics import VMNetworking
+from .provision import Provisioner
+from .reconcile import Reconciler
+from .records import TABLE, VMRecord
+
+if TYPE_CHECKING:
+    from ..nodes import NodeManager
+    from ..storages import StorageService
+
+NOT_IMPLEMENTED_YET = ("os_template", "recipe")
+
+
+class Creator:
+    def __init__(self, store: Store, tasks: TaskManager, events: EventLog,
+                 settings: SettingsService, nodes: NodeManager, storages: StorageService,
+                 templates: VMTemplateService, users: Auth, reconciler: Reconciler,
+                 provisioner: Provisioner, networking: VMNetworking) -> None:
+        self.store, self.tasks, self.events = store, tasks, events
+        self.settings, self.nodes, self.storages = settings, nodes, storages
+        self.templates, self.users = templates, users
+        self.reconciler, self.provisioner = reconciler, provisioner
+        self.networking = networking
+
+    # -- placement -----------------------------------------------------------------------
+    def place(self, memory_mib: int, storage_id: str | None,
+              exclude: set[str] | frozenset[str] = frozenset()) -> str:
+        """The online node (not in maintenance) with the most memory left for VMs."""
+        ratio = float(self.settings.get()["memory_overcommit"])
+        placed: dict[str, int] = {}
+        with self.store.locked():
+            for vm in self.store.raw_values(TABLE):
+                placed[vm["node"]] = placed.get(vm["node"], 0) + vm["memory_mib"]
+        rooms = [placement.NodeRoom(n, self.nodes.info(n).get("memory_mib") or 0,
+                                    placed.get(n, 0))
+                 for n in self.nodes.placeable_ids()
+                 if n not in exclude and (storage_id is None
+                                          or self.storages.active_on(storage_id, n))]
+        best = placement.choose_node(rooms, memory_mib, ratio)
+        if best is None:
+            raise Unavailable(f"no online node has {memory_mib} MiB of RAM left for a VM "
+                              f"(overcommit ratio {ratio})", code="no_capacity")
+        return best
+
+    # -- create --------------------------------------------------------------------------
+    def _owner(self, data: dict[str, Any], user: dict[str, Any]) -> str:
+        owner = data.get("owner", user["id"])
+        if owner != user["id"]:
+            if user["role"] != "admin":
+                raise Forbidden("only an admin may create VMs for other users",
+                                code="admin_only")
+            if self.users.get_user(owner) is None:
+                raise Invalid(f"user {owner!r} not found", code="user_not_found")
+        return owner
+
+    def _check_quota(self, owner_id: str, template: VMTemplateRecord) -> None:
+        quota = (self.users.get_user(owner_id) or {}).get("quota") or {}
+        if not quota:
+            return
+        used = placement.usage_of(self.store.find(TABLE, owner=owner_id))
+        extra = placement.Usage(1, template["vcpus"], template["memory_mib"],
+                                template["disk_gib"])
+        problem = placement.quota_problem(quota, used, extra)
+        if problem:
+            raise Forbidden(problem, code="quota_exceeded")
+
+    def _where(self, data: dict[str, Any], template: VMTemplateRecord) -> tuple[str, str]:
+        """(node id, storage id) for a new VM: given, or placed."""
+        if data.get("storage") and self.storages.get(data["storage"]) is None:
+            raise Invalid(f"storage {data['storage']!r} not found", code="storage_not_found")
+        node_id = data.get("node") or self.place(template["memory_mib"], data.get("storage"))
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise Invalid(f"node {node_id!r} not found", code="node_not_found")
+        if self.nodes.status(node_id) != "online":
+            raise Unavailable(f"node {node['name']!r} is offline", code="node_offline")
+        total = self.nodes.info(node_id).get("memory_mib")
+        if total and template["memory_mib"] > total:
+            raise Invalid(f"template {template['name']!r} needs {template['memory_mib']} MiB "
+                          f"of RAM but node {node['name']!r} has only {total} MiB",
+                          code="not_enough_memory")
+        storage_id = data.get("storage") or next(
+            (s["id"] for s in self.storages.for_node(node_id)), None)
+        if storage_id is None or self.storages.get(storage_id) is None:
+            raise Invalid(f"storage {storage_id!r} not found", code="storage_not_found")
+        return node_id, storage_id
+
+    def _check_sources(self, data: dict[str, Any], node_id: str, storage_id: str) -> None:
+        if "boot" in data and self.nodes.is_local(node_id):
+            for key in ("kernel", "initrd"):
+                path = data["boot"].get(key)
+                if path and not Path(path).is_file():
+                    raise Invalid(f"boot.{key}: {path} is not a file on the node",
+                                  code="file_not_found")
+        if "image" in data:
+            storage = self.storages.require(storage_id)
+            try:
+                self.storages.backend(storage).lookup_volume(
+                    self.nodes.connection(node_id).get(), data["image"])
+            except NotFound as exc:
+                raise Invalid(f"image {data['image']!r} not found in storage "
+                              f"{storage['name']!r}", code="image_not_found") from exc
+
+    def create(self, data: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+        """Check a create request and start its task (``data`` matches the schema)."""
+        for field in NOT_IMPLEMENTED_YET:
+            if field in data:
+                raise Invalid(f"{field} is not supported by this panel version yet",
+                              code="not_supported")
+        if "boot" in data and user["role"] != "admin":
+            raise Forbidden("only an admin may set direct kernel boot", code="admin_only")
+        chosen = "ip" in data or any("ip" in i or "ips" in i for i in data.get("interfaces", []))
+        if chosen and user["role"] != "admin":
+            raise Forbidden("only an admin may choose a VM's address", code="admin_only")
+        owner = self._owner(data, user)
+        template = self.templates.get(data["vm_template"])
+        if template is None:
+            raise Invalid(f"VM template {data['vm_template']!r} not found",
+                          code="vm_template_not_found")
+        node_id, storage_id = self._where(data, template)
+        self._check_sources(data, node_id, storage_id)
+        requests = self._interface_requests(data, node_id)
+        with self.store.locked():
+            self._check_quota(owner, template)
+            vm = self._insert(data, owner, template, node_id, storage_id)
+            try:
+                nics = self.networking.plan(vm["id"], vm["name"], requests)
+            except BaseException:
+                self.store.delete(TABLE, vm["id"])
+                raise
+            if nics:
+                vm = self.store.update(TABLE, vm["id"],  # type: ignore[assignment]
+                                       {"interfaces": nics})
+        self.reconciler.known(vm)
+        task = self.tasks.submit(
+            "vm.create", lambda ctx: self.provisioner.create_body(ctx, vm["id"],
+                                                                  data.get("start", False)),
+            title=f"Create VM {vm['name']}", owner=user["id"], lock_key=f"vm:{vm['id']}",
+            subject=vm["id"])
+        self.events.emit("vm.create", vm["id"], actor=user["id"], name=vm["name"])
+        return task
+
+    def _interface_requests(self, data: dict[str, Any], node_id: str
+                            ) -> list[dict[str, Any]]:
+        """``interfaces``, or the short form ``network`` (+ ``ip``); each network must be
+        active on the chosen node."""
+        if "network" in data:
+            requests = [{"network": data["network"],
+                         **({"ip": data["ip"]} if "ip" in data else {})}]
+        else:
+            requests = list(data.get("interfaces", []))
+        for request in requests:
+            network = self.networking.networks.get(request["network"])
+            if network is None:
+                raise Invalid(f"network {request['network']!r} not found",
+                              code="network_not_found")
+            if not self.networking.networks.active_on(network["id"], node_id):
+                raise Unavailable(f"network {network['name']!r} is not active on the "
+                                  "chosen node", code="network_unavailable")
+        return requests
+
+    def _insert(self, data: dict[str, Any], owner: str, template: VMTemplateRecord,
+                node_id: str, storage_id: str) -> VMRecord:
+        if self.store.find_one(TABLE, name=data["name"]):
+            raise Conflict(f"a VM named {data['name']!r} already exists", code="already_exists")
+        try:
+            self.nodes.connection(node_id).get().lookupByName(data["name"])
+        except libvirt.libvirtError:
+            pass
+        else:
+            raise Conflict(f"the node already has a domain named {data['name']!r}",
+                           code="already_exists")
+        return self.store.insert(TABLE, {  # type: ignore[return-value]
+            "name": data["name"], "domain_name": data["name"], "uuid": str(uuid.uuid4()),
+            "owner": owner, "node": node_id, "storage": storage_id,
+            "vm_template": template["id"], "memory_mib": template["memory_mib"],
+            "vcpus": template["vcpus"], "cpu_shares": template.get("cpu_shares", 1024),
+            "disk_gib": template["disk_gib"], "description": data.get("description", ""),
+            "boot": data.get("boot"), "image": data.get("image"),
+            "vnc": data.get("vnc", False), "status": "creating", "disks": [], "interfaces": [],
+            "created": time.time(),
+        })
+
