@@ -7,10 +7,13 @@ import threading
 from cheroot import wsgi
 
 
+LISTEN_BACKLOG = 256  # cheroot's default of 5 resets bursts of new connections
+
+
 def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 16):
     """A cheroot server bound to ``host:port`` (port 0 picks a free one after ``prepare``)."""
     server = wsgi.Server((host, port), app, numthreads=threads, server_name="hypervisor-panel",
-                         shutdown_timeout=1)
+                         shutdown_timeout=1, request_queue_size=LISTEN_BACKLOG)
     return server
 
 
