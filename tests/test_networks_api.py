@@ -191,7 +191,6 @@ def test_fifty_concurrent_creates_from_forty_addresses(env: dict):
 
 
 def test_allocations_survive_a_restart_and_are_never_handed_out_twice(env: dict):
-    admin = env["admin"]
     _vm(env, "kept", network=env["net"]["id"])
     env["panel"].close()
     panel = _panel(env["tmp"] / "data", env["node_xml"])

@@ -6,7 +6,6 @@ import threading
 
 from cheroot import wsgi
 
-
 LISTEN_BACKLOG = 256  # cheroot's default of 5 resets bursts of new connections
 
 
