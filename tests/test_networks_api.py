@@ -269,3 +269,28 @@ def test_a_node_that_joins_later_gets_the_network(env: dict):
     net = env["admin"].get(f"/api/v1/networks/{env['net']['id']}").body
     assert net["nodes"]["late"] == {"state": "active", "error": None}
     assert panel.nodes.connection("late").get().networkLookupByName("hvp-pub").isActive()
+
+
+def test_a_node_where_the_network_cannot_run_shows_why(env: dict):
+    admin, panel = env["admin"], env["panel"]
+    net = admin.post("/api/v1/networks", {"name": "picky", "mode": "isolated-test",
+                                          "options": {"missing_on": "late2"}}).body
+    copy = env["tmp"] / "late2.xml"
+    shutil.copyfile(DATA / "test-node.xml", copy)
+    panel.nodes.add({"id": "late2", "name": "late2", "uri": f"test://{copy}", "kind": "demo",
+                     "host": "127.0.0.1", "domain_type": "auto", "created": time.time()})
+    state = admin.get(f"/api/v1/networks/{net['id']}").body["nodes"]["late2"]
+    assert state["state"] == "error" and "hvpt-test does not exist" in state["error"]
+    refused = admin.post("/api/v1/vms", {"name": "there", "vm_template": env["tiny"]["id"],
+                                         "node": "late2", "network": net["id"]})
+    assert_error(refused, 503, "network_unavailable")
+    here = _vm(env, "here", network=net["id"])  # on the first node, where it runs
+    check = admin.get(f"/api/v1/vms/{here['id']}/migration-check?node=late2").body
+    assert "network 'picky' is not active on node 'late2'" in check["problems"]
+    # Creating a network that cannot run on an online node creates nothing at all.
+    assert_error(admin.post("/api/v1/networks", {"name": "nowhere", "mode": "isolated-test",
+                                                 "options": {"missing_on": "late2"}}), 422,
+                 "network_error")
+    assert "nowhere" not in [n["name"] for n in admin.get("/api/v1/networks").body["items"]]
+    assert "hvp-nowhere" not in panel.nodes.connection(
+        admin.get("/api/v1/nodes").body["items"][0]["id"]).get().listNetworks()

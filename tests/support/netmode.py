@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from typing import ClassVar
 
 from hypervisor_panel.hookspecs import hookimpl
-from hypervisor_panel.network import NetworkMode
+from hypervisor_panel.network import NetworkError, NetworkMode, NodeContext
 
 
 class IsolatedMode(NetworkMode):
@@ -18,8 +18,15 @@ class IsolatedMode(NetworkMode):
     description: ClassVar[str] = "An isolated libvirt network (tests only)"
     options_schema: ClassVar[dict] = {
         "type": "object", "additionalProperties": False,
-        "properties": {"mtu": {"type": "integer", "minimum": 576, "maximum": 9000}},
+        "properties": {"mtu": {"type": "integer", "minimum": 576, "maximum": 9000},
+                       "missing_on": {"type": "string", "description":
+                                      "a node name where the host lacks what it needs"}},
     }
+
+    def prepare(self, node: NodeContext) -> None:
+        if node.name == self.options.get("missing_on"):
+            raise NetworkError(f"node {node.name}: host bridge hvpt-test does not exist")
+        super().prepare(node)
 
     def network_xml(self) -> str:
         net = ET.Element("network")
