@@ -284,6 +284,8 @@ def test_a_node_where_the_network_cannot_run_shows_why(env: dict):
     refused = admin.post("/api/v1/vms", {"name": "there", "vm_template": env["tiny"]["id"],
                                          "node": "late2", "network": net["id"]})
     assert_error(refused, 503, "network_unavailable")
+    assert admin.post("/api/v1/ip-pools", {"name": "picky4", "network": net["id"],
+                                           "subnet": "198.51.100.0/24"}).status == 201
     here = _vm(env, "here", network=net["id"])  # on the first node, where it runs
     check = admin.get(f"/api/v1/vms/{here['id']}/migration-check?node=late2").body
     assert "network 'picky' is not active on node 'late2'" in check["problems"]
