@@ -146,6 +146,10 @@ class NetworkMode:
         return f"hvp-{self.network['name']}"
 
     # -- pure parts ------------------------------------------------------------------
+    def validate_options(self) -> None:
+        """Rules on the options that JSON Schema cannot say; raise ``errors.Invalid``.
+        Called when a network is created, before anything is made."""
+
     def plan_nic(self, nic: Nic, ports_in_use: set[int]) -> dict[str, Any]:
         """The NIC's options with what the mode chooses filled in, before any XML is made
         (user-mode networking picks free host ports for its forwards). ``ports_in_use``:

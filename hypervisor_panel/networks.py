@@ -126,6 +126,7 @@ class NetworkService:
                                      "options": options, "nodes": {}, "created": time.time(),
                                      "description": data.get("description", "")}
             mode, done = cls(record), []
+            mode.validate_options()
             try:
                 for node_id in self.nodes.online_ids():
                     mode.prepare(self.nodes.context(node_id))

@@ -30,6 +30,8 @@ PAGES = [
     ("/", "dashboard", "Dashboard"),
     ("/vms", "vms", "Virtual machines"),
     ("/storages", "storages", "Storages"),
+    ("/networks", "networks", "Networks"),
+    ("/ip-pools", "ip_pools", "IP pools"),
     ("/vm-templates", "vm_templates", "VM templates"),
     ("/nodes", "nodes", "Nodes"),
     ("/tasks", "tasks", "Tasks"),
@@ -483,3 +485,309 @@ def test_an_unknown_ui_path_gets_a_styled_404_page(server: str, page: Page,
     assert page.evaluate("async () => (await fetch('/api/no-such')).status") == 404
     assert page.evaluate(
         "async () => (await (await fetch('/api/no-such')).json()).error.code") == "no_such_endpoint"
+
+
+# -- networks, IP pools and a VM's interfaces ------------------------------------------------
+def lan_with_pool(admin: Client, name: str = "lan", net: str = "10.77.0") -> tuple[dict, dict]:
+    """A NAT network and an IP pool on it (10.77.0.10-20), made through the API."""
+    network = admin.post("/api/v1/networks", {"name": name, "mode": "nat",
+                                              "options": {"address": f"{net}.1", "prefix": 24}})
+    assert network.status == 201, network
+    pool = admin.post("/api/v1/ip-pools", {
+        "name": f"{name}-v4", "network": network.body["id"], "subnet": f"{net}.0/24",
+        "range": {"start": f"{net}.10", "end": f"{net}.20"}, "gateway": f"{net}.1"})
+    assert pool.status == 201, pool
+    return network.body, pool.body
+
+
+def test_admin_creates_a_network_a_pool_and_a_vm_on_it_through_the_ui(
+        admin_page: Page, server: str, admin: Client):
+    page = admin_page
+    modes = {m["name"]: m for m in admin.get("/api/v1/network-modes").body["items"]}
+    assert "nat" in modes, modes  # the libvirt test driver accepts NAT networks
+    page.on("dialog", lambda dialog: dialog.accept())
+
+    # The network: its form comes from the nat mode's options_schema.
+    page.get_by_test_id("nav-networks").click()
+    expect(page.locator("h1")).to_have_text("Networks")
+    expect(page.get_by_test_id("no-networks")).to_be_visible()
+    form = page.get_by_test_id("create-network-form")
+    form.get_by_test_id("network-mode").select_option("nat")
+    expect(form.get_by_test_id("mode-description")).to_contain_text(modes["nat"]["description"])
+    options = form.get_by_test_id("mode-options")
+    schema = modes["nat"]["options_schema"]["properties"]
+    address = options.get_by_test_id("option-address")
+    prefix = options.get_by_test_id("option-prefix")
+    expect(address).to_have_value(schema["address"]["default"])
+    expect(prefix).to_have_attribute("type", "number")
+    expect(prefix).to_have_attribute("max", str(schema["prefix"]["maximum"]))
+    expect(options.get_by_test_id("field-address")).to_contain_text(schema["address"]["title"])
+    form.get_by_test_id("network-name").fill("lan")
+    address.fill("10.77.0.1")
+    prefix.fill("24")
+    form.get_by_test_id("create-network-submit").click()
+    expect(page.get_by_test_id("notice")).to_contain_text("Network lan created")
+    row = page.locator('[data-testid="network-row"][data-name="lan"]')
+    expect(row.get_by_test_id("network-mode")).to_have_text("nat")
+    node = row.get_by_test_id("network-node")
+    expect(node).to_have_attribute("data-node", "demo")
+    expect(node.get_by_test_id("network-node-state")).to_have_text("active")
+    expect(row).to_contain_text("address: 10.77.0.1")
+    expect(row.get_by_test_id("network-no-pools")).to_be_visible()
+    network = next(n for n in admin.get("/api/v1/networks").body["items"] if n["name"] == "lan")
+    assert (network["mode"], network["options"]["address"], network["options"]["prefix"]) == (
+        "nat", "10.77.0.1", 24)
+
+    # The pool, and its usage.
+    page.get_by_test_id("nav-ip_pools").click()
+    expect(page.locator("h1")).to_have_text("IP pools")
+    expect(page.get_by_test_id("no-pools")).to_be_visible()
+    form = page.get_by_test_id("create-pool-form")
+    form.get_by_test_id("pool-name").fill("lan-v4")
+    form.get_by_test_id("pool-network").select_option(network["id"])
+    form.get_by_test_id("pool-subnet").fill("10.77.0.0/24")
+    form.get_by_test_id("pool-range-start").fill("10.77.0.10")
+    form.get_by_test_id("pool-range-end").fill("10.77.0.20")
+    form.get_by_test_id("pool-gateway").fill("10.77.0.1")
+    form.get_by_test_id("pool-dns").fill("10.77.0.1, 9.9.9.9")
+    form.get_by_test_id("pool-exclude").fill("10.77.0.15\n10.77.0.18-10.77.0.19")
+    form.get_by_test_id("create-pool-submit").click()
+    expect(page.get_by_test_id("notice")).to_contain_text("IP pool lan-v4 created")
+    pool = next(p for p in admin.get("/api/v1/ip-pools").body["items"] if p["name"] == "lan-v4")
+    assert pool["range"] == {"start": "10.77.0.10", "end": "10.77.0.20"}
+    assert (pool["gateway"], pool["dns"]) == ("10.77.0.1", ["10.77.0.1", "9.9.9.9"])
+    assert pool["exclude"] == ["10.77.0.15", "10.77.0.18-10.77.0.19"]
+    size = pool["usage"]["size"]
+    assert size == 8  # 11 addresses in the range, 3 excluded
+    row = page.locator('[data-testid="pool-row"][data-name="lan-v4"]')
+    expect(row).to_contain_text("10.77.0.10 – 10.77.0.20")
+    expect(row).to_contain_text("lan")
+    usage = row.get_by_test_id("pool-usage")
+    expect(usage.get_by_test_id("pool-usage-text")).to_have_text(
+        re.compile(rf"0 in use\s*0 reserved\s*{size} free\s*of {size}"))
+
+    # A VM on that network through the create-VM form: its address in the list.
+    page.get_by_test_id("nav-vms").click()
+    form = page.get_by_test_id("create-vm-form")
+    expect(form.get_by_test_id("vm-ip")).to_be_disabled()  # no network chosen yet
+    form.get_by_test_id("vm-name").fill("net1")
+    form.get_by_test_id("vm-template").select_option(ids(admin)["template"])
+    form.get_by_test_id("vm-network").select_option(network["id"])
+    expect(form.get_by_test_id("vm-ip")).to_be_enabled()
+    form.get_by_test_id("create-vm-submit").click()
+    vm_row = page.locator('[data-testid="vm-row"][data-name="net1"]')
+    expect(vm_row.get_by_test_id("vm-state")).to_have_text("stopped")
+    expect(vm_row.get_by_test_id("vm-addresses")).to_have_text("10.77.0.10")
+    vm = next(v for v in admin.get("/api/v1/vms").body["items"] if v["name"] == "net1")
+    assert vm["addresses"] == ["10.77.0.10"]
+    assert [n["network"] for n in vm["interfaces"]] == [network["id"]]
+
+    # The pool's usage follows.
+    page.get_by_test_id("nav-ip_pools").click()
+    expect(row.get_by_test_id("pool-usage-text")).to_contain_text("1 in use")
+    expect(row.get_by_test_id("pool-usage-text")).to_contain_text(f"{size - 1} free")
+
+    # The VM's page: its interface, MAC and address with prefix and gateway.
+    page.goto(f"{server}/vms/{vm['id']}")
+    expect(page.get_by_test_id("vm-title")).to_have_text("net1")
+    expect(page.get_by_test_id("vm-fact-addresses")).to_have_text("10.77.0.10")
+    nics = page.get_by_test_id("nic-row")
+    expect(nics).to_have_count(1)
+    first = nics.first
+    expect(first.get_by_test_id("nic-network-name")).to_contain_text("lan")
+    expect(first.get_by_test_id("nic-mac")).to_have_text(vm["interfaces"][0]["mac"])
+    expect(first.get_by_test_id("nic-device")).to_have_text("eth0")
+    expect(first.get_by_test_id("nic-address")).to_contain_text("10.77.0.10/24")
+    expect(first.get_by_test_id("nic-gateway")).to_have_text("gateway 10.77.0.1")
+
+    # A second interface on the stopped VM, then removed again.
+    card = page.get_by_test_id("vm-interfaces-card")
+    card.get_by_test_id("nic-network").select_option(network["id"])
+    card.get_by_test_id("add-interface-submit").click()
+    expect(nics).to_have_count(2)
+    expect(page.get_by_test_id("notice")).to_contain_text("added on lan (10.77.0.11)")
+    second = nics.nth(1)
+    expect(second.get_by_test_id("nic-address")).to_contain_text("10.77.0.11/24")
+    expect(second.get_by_test_id("nic-device")).to_have_text("eth1")
+    interfaces = admin.get(f"/api/v1/vms/{vm['id']}/interfaces").body["items"]
+    assert [a["address"] for n in interfaces for a in n["addresses"]] == ["10.77.0.10",
+                                                                          "10.77.0.11"]
+    second_mac = interfaces[1]["mac"]
+    expect(second.get_by_test_id("nic-mac")).to_have_text(second_mac)
+    page.get_by_test_id("network-config").locator("summary").click()
+    expect(page.get_by_test_id("network-config-text")).to_contain_text(second_mac)
+    second.get_by_test_id("remove-interface").click()
+    expect(nics).to_have_count(1)
+    expect(page.get_by_test_id("notice")).to_contain_text(f"Interface {second_mac} removed")
+    expect(page.get_by_test_id("network-config-text")).not_to_contain_text(second_mac)
+    after = admin.get(f"/api/v1/vms/{vm['id']}").body
+    assert after["addresses"] == ["10.77.0.10"]
+    assert len(after["interfaces"]) == 1
+    expect(page.get_by_test_id("alert")).to_be_hidden()
+    screenshot(page, "vm-interfaces.png")
+
+
+def test_pool_reservations_addresses_and_refused_deletes(admin_page: Page, server: str,
+                                                         admin: Client):
+    page = admin_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    network, pool = lan_with_pool(admin)
+    size = pool["usage"]["size"]
+
+    # Reserve an address, see it counted, release it.
+    page.goto(f"{server}/ip-pools")
+    row = page.locator('[data-testid="pool-row"][data-name="lan-v4"]')
+    row.get_by_test_id("pool-addresses").click()
+    detail = page.get_by_test_id("pool-detail")
+    expect(detail.get_by_test_id("pool-detail-title")).to_contain_text("lan-v4")
+    expect(detail.get_by_test_id("no-allocations")).to_be_visible()
+    detail.get_by_test_id("reserve-address").fill("10.77.0.12")
+    detail.get_by_test_id("reserve-note").fill("the router")
+    detail.get_by_test_id("reserve-submit").click()
+    reserved = detail.locator('[data-testid="allocation-row"][data-address="10.77.0.12"]')
+    expect(reserved.get_by_test_id("allocation-kind")).to_have_text("reserved")
+    expect(reserved).to_contain_text("the router")
+    expect(row.get_by_test_id("pool-usage-text")).to_contain_text("1 reserved")
+    expect(row.get_by_test_id("pool-usage-text")).to_contain_text(f"{size - 1} free")
+    # Reserving an address outside the pool: the API's error, in the alert.
+    detail.get_by_test_id("reserve-address").fill("192.0.2.1")
+    detail.get_by_test_id("reserve-submit").click()
+    expect(page.get_by_test_id("alert")).to_be_visible()
+    expect(page.get_by_test_id("alert")).to_contain_text("Reserve 192.0.2.1 in lan-v4")
+    reserved.get_by_test_id("release-reservation").click()
+    expect(reserved).to_have_count(0)
+    expect(row.get_by_test_id("pool-usage-text")).to_contain_text(f"{size} free")
+    assert admin.get(f"/api/v1/ip-pools/{pool['id']}/allocations").body["items"] == []
+
+    # A VM with a chosen address (admins may give one) shows up among the allocations.
+    task = admin.run("POST", "/api/v1/vms", {"name": "fixed1", "vm_template": ids(admin)["template"],
+                                             "network": network["id"], "ip": "10.77.0.17"})
+    vm_id = task["result"]["vm"]
+    used = detail.locator('[data-testid="allocation-row"][data-address="10.77.0.17"]')
+    expect(used.get_by_test_id("allocation-kind")).to_have_text("in use", timeout=15_000)
+    expect(used.get_by_test_id("allocation-vm")).to_have_text("fixed1")
+
+    # The network cannot go while the pool and the VM use it: the 409 names them.
+    page.goto(f"{server}/networks")
+    net_row = page.locator('[data-testid="network-row"][data-name="lan"]')
+    expect(net_row.get_by_test_id("network-pool")).to_contain_text("lan-v4")
+    net_row.get_by_test_id("network-delete").click()
+    alert = page.get_by_test_id("alert")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("Delete network lan")
+    expect(alert.get_by_test_id("alert-code")).to_have_text("network_in_use")
+    expect(alert.locator("li")).to_have_text(["IP pool lan-v4", "VM fixed1"])
+    expect(net_row).to_have_count(1)
+
+    # Admins add and remove addresses on an interface from the VM page.
+    page.goto(f"{server}/vms/{vm_id}")
+    nic = page.get_by_test_id("nic-row")
+    expect(nic.get_by_test_id("nic-address")).to_have_text(re.compile(r"10\.77\.0\.17/24"))
+    nic.get_by_test_id("add-address-ip").fill("10.77.0.19")
+    nic.get_by_test_id("add-address-submit").click()
+    expect(nic.get_by_test_id("nic-address")).to_have_count(2)
+    expect(page.get_by_test_id("notice")).to_contain_text("10.77.0.19 added")
+    assert admin.get(f"/api/v1/vms/{vm_id}").body["addresses"] == ["10.77.0.17", "10.77.0.19"]
+    # The same address again: a conflict, shown with its code.
+    nic.get_by_test_id("add-address-ip").fill("10.77.0.19")
+    nic.get_by_test_id("add-address-submit").click()
+    expect(page.get_by_test_id("alert")).to_be_visible()
+    expect(page.get_by_test_id("alert")).to_contain_text("Add an address to")
+    nic.locator('[data-testid="nic-address"][data-address="10.77.0.19"]').get_by_test_id(
+        "remove-address").click()
+    expect(nic.get_by_test_id("nic-address")).to_have_count(1)
+    assert admin.get(f"/api/v1/vms/{vm_id}").body["addresses"] == ["10.77.0.17"]
+
+    # Delete the VM, then the pool, then the network: each goes once nothing uses it.
+    admin.run("DELETE", f"/api/v1/vms/{vm_id}")
+    page.goto(f"{server}/ip-pools")
+    row.get_by_test_id("pool-delete").click()
+    expect(row).to_have_count(0)
+    expect(page.get_by_test_id("no-pools")).to_be_visible()
+    page.goto(f"{server}/networks")
+    net_row.get_by_test_id("network-delete").click()
+    expect(net_row).to_have_count(0)
+    expect(page.get_by_test_id("no-networks")).to_be_visible()
+    assert admin.get("/api/v1/networks").body["items"] == []
+
+
+def test_a_networks_error_on_a_node_is_shown(admin_page: Page, server: str, panel,
+                                             admin: Client):
+    page = admin_page
+    network, _pool = lan_with_pool(admin)
+    node = admin.get("/api/v1/nodes").body["items"][0]
+    # What the panel records when a node that (re)connects cannot set the network up.
+    panel.networks.update(network["id"], {"nodes": {node["id"]: {
+        "state": "error", "error": "bridge br0 missing on node demo"}}})
+    page.goto(f"{server}/networks")
+    row = page.locator('[data-testid="network-row"][data-name="lan"]')
+    state = row.locator('[data-testid="network-node"][data-node="demo"]')
+    expect(state.get_by_test_id("network-node-state")).to_have_text("error")
+    expect(state.get_by_test_id("network-node-error")).to_have_text(
+        "demo: bridge br0 missing on node demo")
+
+
+def test_a_user_sees_no_network_admin_pages_but_the_vms_interfaces(
+        server: str, page: Page, js_errors: list[str], admin: Client):
+    network, _pool = lan_with_pool(admin)
+    user = admin.post("/api/v1/users", {"name": "bob", "password": "bob-password-1",
+                                        "role": "user"})
+    assert user.status == 201, user
+    sign_in(page, server, "bob", "bob-password-1")
+    expect(page).to_have_url(re.compile(r"/$"))
+    nav = page.get_by_test_id("nav")
+    expect(nav.get_by_test_id("nav-vms")).to_be_visible()
+    expect(nav.get_by_test_id("nav-networks")).to_have_count(0)
+    expect(nav.get_by_test_id("nav-ip_pools")).to_have_count(0)
+    for path in ("/networks", "/ip-pools"):  # typed by hand: a note, no admin forms, no 403s
+        page.goto(server + path)
+        expect(page.get_by_test_id("admin-only")).to_be_visible()
+        expect(page.locator("form.form-grid")).to_have_count(0)
+        expect(page.get_by_test_id("alert")).to_be_hidden()
+
+    page.goto(f"{server}/vms")
+    form = page.get_by_test_id("create-vm-form")
+    expect(form.get_by_test_id("vm-ip")).to_have_count(0)  # only admins choose addresses
+    form.get_by_test_id("vm-name").fill("bob1")
+    form.get_by_test_id("vm-network").select_option(network["id"])
+    form.get_by_test_id("create-vm-submit").click()
+    row = page.locator('[data-testid="vm-row"][data-name="bob1"]')
+    expect(row.get_by_test_id("vm-state")).to_have_text("stopped")
+    expect(row.get_by_test_id("vm-addresses")).to_have_text("10.77.0.10")
+    row.get_by_test_id("vm-link").click()
+    nic = page.get_by_test_id("nic-row")
+    expect(nic.get_by_test_id("nic-network-name")).to_contain_text("lan")
+    expect(nic.get_by_test_id("nic-address")).to_contain_text("10.77.0.10/24")
+    expect(nic.get_by_test_id("add-address-form")).to_have_count(0)
+    expect(nic.get_by_test_id("remove-address")).to_have_count(0)
+    expect(page.get_by_test_id("nic-ip")).to_have_count(0)
+    expect(page.get_by_test_id("alert")).to_be_hidden()
+
+
+def test_an_exhausted_pool_is_shown_on_the_pools_page_and_when_adding_an_interface(
+        admin_page: Page, server: str, admin: Client):
+    page = admin_page
+    network = admin.post("/api/v1/networks", {"name": "tiny", "mode": "nat",
+                                              "options": {"address": "10.66.0.1", "prefix": 24}})
+    assert network.status == 201, network
+    pool = admin.post("/api/v1/ip-pools", {"name": "tiny-v4", "network": network.body["id"],
+                                           "subnet": "10.66.0.0/24",
+                                           "range": {"start": "10.66.0.10", "end": "10.66.0.10"}})
+    assert pool.status == 201, pool
+    vm_id = admin.run("POST", "/api/v1/vms", {"name": "only1", "vm_template": ids(admin)["template"],
+                                              "network": network.body["id"]})["result"]["vm"]
+    page.goto(f"{server}/ip-pools")
+    row = page.locator('[data-testid="pool-row"][data-name="tiny-v4"]')
+    expect(row.get_by_test_id("pool-usage-text")).to_contain_text("1 in use")
+    expect(row.get_by_test_id("pool-full")).to_be_visible()
+
+    page.goto(f"{server}/vms/{vm_id}")
+    expect(page.get_by_test_id("nic-row")).to_have_count(1)
+    card = page.get_by_test_id("vm-interfaces-card")
+    card.get_by_test_id("nic-network").select_option(network.body["id"])
+    card.get_by_test_id("add-interface-submit").click()
+    alert = page.get_by_test_id("alert")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("Add an interface on tiny to only1")
+    expect(alert.get_by_test_id("alert-code")).to_have_text("pool_exhausted")
+    expect(page.get_by_test_id("nic-row")).to_have_count(1)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
-from ..errors import Conflict, NotFound, PanelError
+from ..errors import Conflict, Invalid, NotFound
 from ..store import Store
 from ..virt.errors import libvirt_message
 from .lifecycle import Lifecycle
@@ -53,21 +53,21 @@ class InterfaceActions:
         raise NotFound(f"VM {vm['name']!r} has no interface {nic_id!r}",
                        code="interface_not_found")
 
-    def _device_xml(self, vm: VMRecord, index: int) -> tuple[str, bool]:
-        """The NIC's ``<interface>`` XML and whether its mode can hot-plug it."""
+    def _device_xml(self, vm: VMRecord, index: int) -> str:
+        """The NIC's ``<interface>`` XML (409 when its mode cannot hot-plug)."""
         network, nic = self.networking.nics(vm)[index]
         mode = self.networking.networks.mode(network)
-        return mode.interface(nic).to_xml(), mode.hotplug
+        if not mode.hotplug:
+            raise Conflict(f"network mode {network['mode']!r} cannot change a running VM's "
+                           "interfaces; stop the VM first", code="hotplug_unsupported")
+        return mode.interface(nic).to_xml()
 
     def _apply(self, vm: VMRecord, running: bool, change: str, index: int) -> None:
         """Make the domain match the record: ``change`` is attach | detach | update."""
         if not running:
             self.provisioner.redefine(vm)
             return
-        xml, hotplug = self._device_xml(vm, index)
-        if not hotplug:
-            raise Conflict("this network mode cannot change a running VM's interfaces; "
-                           "stop the VM first", code="hotplug_unsupported")
+        xml = self._device_xml(vm, index)
         dom = self.lifecycle.domain(vm)
         call = {"attach": dom.attachDeviceFlags, "detach": dom.detachDeviceFlags,
                 "update": dom.updateDeviceFlags}[change]
@@ -75,8 +75,9 @@ class InterfaceActions:
         try:
             call(xml, LIVE_AND_CONFIG)
         except libvirt.libvirtError as exc:
-            raise PanelError(f"libvirt refused to {change} the interface: "
-                             f"{libvirt_message(exc)}", code="interface_failed") from exc
+            raise Invalid(f"libvirt refused to {change} the interface of the running VM "
+                          f"(stop it and try again): {libvirt_message(exc)}",
+                          code="interface_failed") from exc
 
     def add(self, vm: VMRecord, request: dict[str, Any]) -> dict[str, Any]:
         running = self._ready(vm) == "running"

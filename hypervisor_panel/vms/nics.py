@@ -86,8 +86,9 @@ class VMNetworking:
                           code="network_not_found")
         mode = self.networks.mode(network)
         nic_id = uuid.uuid4().hex[:8]
-        record: dict[str, Any] = {"id": nic_id, "network": network["id"],
-                                  "mac": self._new_mac(macs), "addresses": [], "dns": []}
+        record: dict[str, Any] = {"id": nic_id, "name": f"eth{index}",
+                                  "network": network["id"], "mac": self._new_mac(macs),
+                                  "addresses": [], "dns": []}
         try:
             if mode.uses_ip_pools:
                 self._addresses(record, network, vm_id, request)
@@ -213,9 +214,12 @@ def guest_tokens(interfaces: list[GuestInterface]) -> list[str]:
     dns: list[str] = []
     for g in interfaces:
         tokens.append(f"hvp.net={g.name},{g.mac},{'dhcp' if g.dhcp4 else 'static'}")
-        if not g.dhcp4:
-            tokens += [f"hvp.addr={g.name},{cidr}" for cidr in g.addresses]
-            tokens += [f"hvp.gw={g.name},{gw}" for gw in (g.gateway4, g.gateway6) if gw]
+        # With DHCP the guest learns its IPv4 address and gateway from the server; static
+        # IPv6 addresses are still given.
+        tokens += [f"hvp.addr={g.name},{cidr}" for cidr in g.addresses
+                   if not (g.dhcp4 and ":" not in cidr)]
+        tokens += [f"hvp.gw={g.name},{gw}" for gw in (g.gateway4, g.gateway6)
+                   if gw and not (g.dhcp4 and gw == g.gateway4)]
         if g.mtu:
             tokens.append(f"hvp.mtu={g.name},{g.mtu}")
         dns += [d for d in g.nameservers if d not in dns]

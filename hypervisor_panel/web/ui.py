@@ -29,6 +29,8 @@ PAGES = {
     "/vms": ("vms", "Virtual machines"),
     "/vms/<vm_id>": ("vm", "Virtual machine"),
     "/storages": ("storages", "Storages"),
+    "/networks": ("networks", "Networks"),
+    "/ip-pools": ("ip_pools", "IP pools"),
     "/vm-templates": ("vm_templates", "VM templates"),
     "/nodes": ("nodes", "Nodes"),
     "/tasks": ("tasks", "Tasks"),

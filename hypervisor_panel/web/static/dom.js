@@ -121,3 +121,21 @@ export function freeMemoryMiB(resources) {
   const free = resources ? resources.free_memory_mib : null;
   return free === undefined || free === null || free === 0 ? null : free;
 }
+
+/**
+ * A bar of several parts of one total, e.g. an IP pool's addresses in use and reserved:
+ * ``parts`` are ``{value, tone, label}``; what they leave of ``total`` shows as empty.
+ */
+export function stackedBar(parts, total, { testid, label } = {}) {
+  const bar = el('div', {
+    class: 'progress stacked', role: 'img', 'aria-label': label, testid,
+    title: parts.map((p) => `${p.label}: ${p.value}`).join(', '),
+  });
+  for (const part of parts) {
+    if (!(total > 0) || !(part.value > 0)) continue;
+    const segment = el('div', { class: `progress-bar ${part.tone || ''}`, dataset: { part: part.label } });
+    segment.style.width = `${Math.max(1, (100 * part.value) / total)}%`;
+    bar.append(segment);
+  }
+  return bar;
+}

@@ -1,10 +1,12 @@
-// One VM: state, facts, stats, disks, lifecycle buttons, the last task and the serial console.
+// One VM: state, facts, stats, disks, interfaces, lifecycle buttons, the last task and the
+// serial console.
 
 import { ApiError, FINAL_STATES, get, items, post } from './api.js';
 import {
   $, badge, definitionList, el, fill, fmtBytes, fmtDuration, fmtGiB, fmtMiB, fmtTime, progressBar,
 } from './dom.js';
 import { actionButtons, submitAction } from './vm_actions.js';
+import { setUpInterfaces, updateInterfaces } from './vm_interfaces.js';
 import { busy, changed, clearError, errorView, every, followTask, showError, showNotice } from './ui.js';
 
 const root = $('#vm');
@@ -45,6 +47,8 @@ function renderVM() {
     ['CPU shares', vm.cpu_shares === undefined ? undefined : String(vm.cpu_shares)],
     ['Disk', fmtGiB(vm.disk_gib)],
     ['Storage', nameOf(lookups.storages, vm.storage)],
+    ['Addresses', (vm.addresses || []).length
+      ? el('span', { testid: 'vm-fact-addresses' }, vm.addresses.join(', ')) : '—'],
     ['Domain type', vm.domain_type || '—'],
     ['Domain name', vm.domain_name],
     ['UUID', el('code', null, vm.uuid || '—')],
@@ -148,6 +152,7 @@ async function load() {
     throw error;
   }
   renderVM();
+  updateInterfaces(vm);
   await loadTasks();
 }
 
@@ -334,6 +339,7 @@ $('[data-testid="console-refresh"]').addEventListener('click', (event) =>
 async function start() {
   [lookups.templates, lookups.nodes, lookups.storages] = await Promise.all([
     items('/vm-templates'), items('/nodes'), items('/storages')]);
+  await setUpInterfaces(path, load).catch((error) => showError(error, 'Loading networks'));
   await every(4000, load, 'Loading the VM');
   await loadConsole();
   setInterval(() => {

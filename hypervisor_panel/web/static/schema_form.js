@@ -2,8 +2,10 @@
 //
 // Supported: string (text; password when format is "password" or writeOnly), integer and
 // number (number inputs with minimum/maximum), boolean (checkbox), enum (select, any JSON
-// values), arrays of strings (one per line); anything else is edited as JSON text.
-// title/description/default/required/examples are honoured. The server validates the result.
+// values), arrays of strings (one per line), objects with properties (a nested fieldset,
+// left out when all its fields are empty); anything else is edited as JSON text.
+// title/description/default/required/examples and dependentRequired (for defaults) are
+// honoured. The server validates the result.
 
 import { el, fill } from './dom.js';
 
@@ -19,9 +21,32 @@ function humanize(key) {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
-function makeControl(key, prop, required, id) {
+/** A placeholder for JSON text: an example built from the schema (its required keys). */
+function jsonExample(prop) {
+  const sample = (schema, depth = 0) => {
+    if (!schema || depth > 3) return null;
+    if (Array.isArray(schema.examples) && schema.examples.length) return schema.examples[0];
+    if ('default' in schema) return schema.default;
+    if (Array.isArray(schema.enum)) return schema.enum[0];
+    const type = mainType(schema);
+    if (type === 'integer' || type === 'number') return schema.minimum ?? 1;
+    if (type === 'boolean') return false;
+    if (type === 'string') return '…';
+    if (type === 'array') return [sample(schema.items, depth + 1)];
+    if (type === 'object' && schema.properties) {
+      const keys = schema.required && schema.required.length ? schema.required
+        : Object.keys(schema.properties);
+      return Object.fromEntries(keys.map((k) => [k, sample(schema.properties[k], depth + 1)]));
+    }
+    return null;
+  };
+  const example = sample(prop);
+  return example === null || example === undefined ? 'JSON' : `JSON, e.g. ${JSON.stringify(example)}`;
+}
+
+function makeControl(key, prop, required, id, testKey = key) {
   const type = mainType(prop);
-  const common = { id, name: key, testid: `option-${key}`, required: required || undefined };
+  const common = { id, name: key, testid: `option-${testKey}`, required: required || undefined };
   const hasDefault = 'default' in prop;
   if (type === 'enum') {
     const values = Array.isArray(prop.enum) ? prop.enum : [prop.const];
@@ -89,7 +114,10 @@ function makeControl(key, prop, required, id) {
       },
     };
   }
-  const area = el('textarea', { ...common, rows: 3, class: 'mono', placeholder: 'JSON' });
+  if (type === 'object' && prop.properties && Object.keys(prop.properties).length) {
+    return nestedObject(key, prop, required, id, testKey);
+  }
+  const area = el('textarea', { ...common, rows: 3, class: 'mono', placeholder: jsonExample(prop) });
   if (hasDefault) area.value = JSON.stringify(prop.default, null, 2);
   return {
     node: area,
@@ -104,11 +132,75 @@ function makeControl(key, prop, required, id) {
   };
 }
 
+/** One labelled field (label, control, help) for ``key`` of a schema's properties. */
+function makeField(key, prop, { required, htmlRequired, id, testKey }) {
+  const control = makeControl(key, prop, htmlRequired, id, testKey);
+  const title = prop.title || humanize(key);
+  const labelText = el('span', null, title,
+    required ? el('span', { class: 'req', title: 'required' }, ' *') : null);
+  const help = prop.description ? el('small', { class: 'help', id: `${id}-help` }, prop.description) : null;
+  if (help) control.node.setAttribute('aria-describedby', `${id}-help`);
+  if (control.group) {
+    // A nested object: its own fieldset, titled by the property.
+    fill(control.legend, labelText);
+    if (help) control.node.insertBefore(help, control.legend.nextSibling);
+    return { node: control.node, control };
+  }
+  const node = control.checkbox
+    ? el('div', { class: 'field', testid: `field-${testKey}` },
+      el('label', { class: 'check', for: id }, control.node, ' ', labelText), help)
+    : el('div', { class: 'field', testid: `field-${testKey}` },
+      el('label', { for: id }, labelText), control.node, help);
+  return { node, control };
+}
+
+/**
+ * An object with properties as a nested fieldset. Its fields are marked required in the
+ * page only when the object itself is (an optional object may be left out entirely); the
+ * object is left out when none of its fields has a value.
+ */
+function nestedObject(key, prop, required, id, testKey) {
+  const inner = new Set(prop.required || []);
+  const defaults = prop.default && typeof prop.default === 'object' ? prop.default : {};
+  const legend = el('legend');
+  const group = el('fieldset', { class: 'schema-fields nested wide', testid: `field-${testKey}` }, legend);
+  const fields = [];
+  for (const [subKey, subSchema] of Object.entries(prop.properties)) {
+    const sub = { ...(subSchema || {}) };
+    if (!('default' in sub) && subKey in defaults) sub.default = defaults[subKey];
+    const { node, control } = makeField(subKey, sub, {
+      required: inner.has(subKey), htmlRequired: required && inner.has(subKey),
+      id: `${id}-${subKey}`, testKey: `${testKey}-${subKey}`,
+    });
+    group.append(node);
+    fields.push([subKey, control, sub]);
+  }
+  return {
+    node: group,
+    legend,
+    group: true,
+    read: () => {
+      const out = {};
+      let given = false;
+      for (const [subKey, control, sub] of fields) {
+        const value = control.read();
+        if (value === undefined) continue;
+        out[subKey] = value;
+        // A checkbox always has a value: it counts only when changed from its default.
+        if (!control.checkbox || value !== (sub.default === true)) given = true;
+      }
+      return given || required ? out : undefined;
+    },
+  };
+}
+
 /**
  * Render the schema's properties into ``container``; returns ``read()`` which gives the
  * options object (empty optional fields left out) or throws an Error naming the bad field.
  */
-export function renderSchemaForm(container, schema, { idPrefix = 'opt' } = {}) {
+export function renderSchemaForm(container, schema, {
+  idPrefix = 'opt', emptyText = 'This back end has no options.',
+} = {}) {
   const properties = (schema && schema.properties) || {};
   const required = new Set((schema && schema.required) || []);
   const legend = container.querySelector('legend');
@@ -116,32 +208,31 @@ export function renderSchemaForm(container, schema, { idPrefix = 'opt' } = {}) {
   const fields = [];
   const keys = Object.keys(properties);
   if (!keys.length) {
-    container.append(el('p', { class: 'muted', testid: 'no-options' }, 'This back end has no options.'));
+    container.append(el('p', { class: 'muted', testid: 'no-options' }, emptyText));
   }
   for (const key of keys) {
     const prop = properties[key] || {};
-    const id = `${idPrefix}-${key}`;
     const isRequired = required.has(key);
-    const control = makeControl(key, prop, isRequired, id);
-    const title = prop.title || humanize(key);
-    const labelText = el('span', null, title,
-      isRequired ? el('span', { class: 'req', title: 'required' }, ' *') : null);
-    const help = prop.description ? el('small', { class: 'help', id: `${id}-help` }, prop.description) : null;
-    if (help) control.node.setAttribute('aria-describedby', `${id}-help`);
-    const field = control.checkbox
-      ? el('div', { class: 'field', testid: `field-${key}` },
-        el('label', { class: 'check', for: id }, control.node, ' ', labelText), help)
-      : el('div', { class: 'field', testid: `field-${key}` },
-        el('label', { for: id }, labelText), control.node, help);
-    container.append(field);
+    const { node, control } = makeField(key, prop, {
+      required: isRequired, htmlRequired: isRequired, id: `${idPrefix}-${key}`, testKey: key,
+    });
+    container.append(node);
     fields.push([key, control]);
   }
+  const dependent = (schema && schema.dependentRequired) || {};
   return {
     read() {
       const out = {};
       for (const [key, control] of fields) {
         const value = control.read();
         if (value !== undefined) out[key] = value;
+      }
+      // An untouched default needs no fields it depends on: leave it out when they are empty
+      // (a value the user typed is kept, and the server says what it misses).
+      for (const [key, needs] of Object.entries(dependent)) {
+        const prop = properties[key] || {};
+        if (key in out && 'default' in prop && JSON.stringify(out[key]) === JSON.stringify(prop.default)
+            && (needs || []).some((k) => !(k in out))) delete out[key];
       }
       return out;
     },

@@ -41,6 +41,32 @@
       <tbody></tbody>
     </table>
   </section>
+  <section class="card" data-testid="vm-interfaces-card" aria-labelledby="interfaces-heading">
+    <h2 id="interfaces-heading">Interfaces</h2>
+    <table class="table" data-testid="vm-interfaces">
+      <thead><tr><th>Device</th><th>Network</th><th>MAC</th><th>Addresses</th><th>Options</th><th></th></tr></thead>
+      <tbody><tr><td colspan="6" class="muted">Loading…</td></tr></tbody>
+    </table>
+    <form id="add-interface" class="inline-form" data-testid="add-interface-form" autocomplete="off">
+      <label>Add an interface on
+        <select name="network" required data-testid="nic-network"></select>
+      </label>
+% if user['role'] == 'admin':
+      <label>IP address
+        <input name="ip" maxlength="45" data-testid="nic-ip" placeholder="next free address">
+      </label>
+% end
+      <button type="submit" data-testid="add-interface-submit">Add interface</button>
+      <fieldset class="schema-fields wide" data-testid="nic-options" hidden>
+        <legend>Interface options</legend>
+      </fieldset>
+    </form>
+    <p class="help" data-testid="nic-note"></p>
+    <details class="advanced" data-testid="network-config">
+      <summary>Guest network configuration (cloud-init network-config v2)</summary>
+      <pre class="log" data-testid="network-config-text">…</pre>
+    </details>
+  </section>
   <section class="card" data-testid="last-task">
     <h2>Last task</h2>
     <div class="task-panel"><p class="muted">No task has run on this VM yet.</p></div>

@@ -2,8 +2,8 @@
 <h1>Virtual machines</h1>
 <section class="card">
   <table class="table" data-testid="vm-table">
-    <thead><tr><th>Name</th><th>State</th><th>Node</th><th>Template</th><th class="num">vCPUs</th><th class="num">RAM</th><th class="num">Disk</th><th>Actions</th></tr></thead>
-    <tbody id="vm-rows"><tr><td colspan="8" class="muted">Loading…</td></tr></tbody>
+    <thead><tr><th>Name</th><th>State</th><th>Node</th><th>Addresses</th><th>Template</th><th class="num">vCPUs</th><th class="num">RAM</th><th class="num">Disk</th><th>Actions</th></tr></thead>
+    <tbody id="vm-rows"><tr><td colspan="9" class="muted">Loading…</td></tr></tbody>
   </table>
 </section>
 <section class="card">
@@ -25,6 +25,14 @@
     <label>Disk from image
       <select name="image" data-testid="vm-image"><option value="">Empty disk</option></select>
     </label>
+    <label>Network
+      <select name="network" data-testid="vm-network"><option value="">No network</option></select>
+    </label>
+% if user['role'] == 'admin':
+    <label>IP address <small>(optional)</small>
+      <input name="ip" maxlength="45" data-testid="vm-ip" placeholder="automatic" disabled>
+    </label>
+% end
     <label class="check"><input type="checkbox" name="start" data-testid="vm-start-now"> Start after creation</label>
     <div class="form-actions"><button type="submit" class="btn-primary" data-testid="create-vm-submit">Create VM</button></div>
   </form>
