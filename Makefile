@@ -16,7 +16,8 @@ TEST_DEBS := libvirt-daemon-system libvirt-daemon libvirt-daemon-driver-qemu \
 	xvfb xauth imagemagick chromium fonts-dejavu-core libxml2-utils \
 	libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
 	libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 \
-	libnss3 libegl1 libgl1 libxkbfile1 libxcomposite1 libxdamage1 libxrandr2 libxtst6
+	libnss3 libegl1 libgl1 libxkbfile1 libxcomposite1 libxdamage1 libxrandr2 libxtst6 \
+	mmdebstrap grub-pc-bin fdisk dropbear-bin isolinux syslinux-common
 
 HOST ?= 127.0.0.1
 PORT ?= 8080

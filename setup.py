@@ -78,6 +78,9 @@ setup(
         "jsonschema>=4.20",
         "orjson>=3.9",
         "cryptography>=3.3",
+        "pycdlib>=1.14",
+        "pyyaml>=6.0",
+        "libpass>=1.9",
     ],
     extras_require={
         "desktop": ["pywebview[qt]>=5"],

@@ -78,7 +78,8 @@ class Panel:
                                       self.networks.check_pool)
         self.vms = VMService(self.store, self.tasks, self.events, self.settings, self.nodes,
                              self.storages, self.vm_templates, self.auth, self.references,
-                             self.networks, self.ip_pools, self._prepare_domain)
+                             self.networks, self.ip_pools, self.data_dir,
+                             self._prepare_domain)
         self.nodes.on_connected.append(self.storages.ensure_on_node)
         self.nodes.on_connected.append(self.networks.ensure_on_node)
         self.nodes.on_domain_event = self.vms.on_domain_event

@@ -11,6 +11,9 @@ from ..validation import ID, NAME
 from . import schemas as s
 
 BOOT_PATH = {"type": "string", "pattern": r"^/[A-Za-z0-9._/+-]{1,255}$"}
+SSH_KEY = {"type": "string", "maxLength": 16384,
+           "pattern": r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|"
+                      r"sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n\r]{0,200})?$"}
 INTERFACE = {
     "type": "object",
     "additionalProperties": False,
@@ -27,14 +30,30 @@ CREATE = {
     "type": "object",
     "additionalProperties": False,
     "required": ["name", "vm_template"],
-    "not": {"required": ["network", "interfaces"]},
+    "allOf": [{"not": {"required": ["network", "interfaces"]}},
+              {"not": {"required": ["os_template", "image"]}},
+              {"not": {"required": ["os_template", "iso"]}},
+              {"not": {"required": ["boot", "os_template"]}}],
     "dependentRequired": {"ip": ["network"]},
     "properties": {
         "name": NAME,
         "vm_template": ID,
         "node": ID,
         "storage": ID,
-        "os_template": ID,
+        "os_template": {**ID, "description": "install the OS from this template (its disk "
+                                              "image is cloned; cloud-init configures it)"},
+        "iso": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                "description": "boot this ISO volume of the VM's storage (an installer), "
+                               "with a VNC display"},
+        "hostname": {"type": "string", "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+                     "description": "the guest's hostname (default: the VM's name)"},
+        "ssh_keys": {"type": "array", "maxItems": 16, "items": SSH_KEY,
+                     "description": "public keys allowed to log in as root"},
+        "password": {"type": "string", "minLength": 8, "maxLength": 256, "writeOnly": True,
+                     "description": "root's password; only its hash reaches the guest, the "
+                                    "panel keeps neither"},
+        "user_data": {"type": "object", "description": "extra cloud-config (admins only)"},
+        "recipe_params": {"type": "object", "description": "parameters of the recipe"},
         "image": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
                   "description": "A volume in the VM's storage to clone the disk from "
                                  "(copy-on-write where the storage allows)"},

@@ -40,10 +40,19 @@ class Disk:
     auth_secret_uuid: str | None = None
     auth_secret_usage: str | None = None
     auth_type: str | None = None  # the secret's type (the RBD back end says "ceph")
+    device: str = "disk"  # disk | cdrom
+
+    def as_cdrom(self, target: str = "hdc") -> Disk:
+        """This volume as a read-only IDE CD-ROM (seeds, installer ISOs)."""
+        self.device, self.bus, self.target, self.driver_type = "cdrom", "ide", target, "raw"
+        return self
 
     def element(self) -> ET.Element:
-        disk = ET.Element("disk", type=self.source_type, device="disk")
-        ET.SubElement(disk, "driver", name="qemu", type=self.driver_type, cache="none")
+        disk = ET.Element("disk", type=self.source_type, device=self.device)
+        driver = {"name": "qemu", "type": self.driver_type}
+        if self.device == "disk":
+            driver["cache"] = "none"
+        ET.SubElement(disk, "driver", driver)
         if self.auth_username:
             auth = ET.SubElement(disk, "auth", username=self.auth_username)
             secret = {"type": self.auth_type} if self.auth_type else {}
@@ -59,6 +68,8 @@ class Disk:
                 attrs["port"] = str(port)
             ET.SubElement(source, "host", attrs)
         ET.SubElement(disk, "target", dev=self.target, bus=self.bus)
+        if self.device == "cdrom":
+            ET.SubElement(disk, "readonly")
         return disk
 
 
@@ -137,6 +148,7 @@ class DomainBuilder:
     qemu_args: list[str] = field(default_factory=list)
     vnc: bool = False
     serial_log: bool = True
+    boot_order: list[str] = field(default_factory=lambda: ["hd"])  # hd | cdrom
 
     @property
     def serial_log_path(self) -> str:
@@ -167,7 +179,8 @@ class DomainBuilder:
             if self.cmdline:
                 ET.SubElement(os_el, "cmdline").text = self.cmdline
         else:
-            ET.SubElement(os_el, "boot", dev="hd")
+            for dev in self.boot_order:
+                ET.SubElement(os_el, "boot", dev=dev)
         features = ET.SubElement(dom, "features")
         ET.SubElement(features, "acpi")
         ET.SubElement(features, "apic")

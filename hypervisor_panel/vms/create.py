@@ -22,16 +22,18 @@ from ..store import Store
 from ..tasks import TaskManager
 from ..vm_templates import VMTemplateRecord, VMTemplateService
 from . import placement
+from .install import InstallRequest
 from .nics import VMNetworking
 from .provision import Provisioner
 from .reconcile import Reconciler
 from .records import TABLE, VMRecord
+from .seed import hash_password
 
 if TYPE_CHECKING:
     from ..nodes import NodeManager
     from ..storages import StorageService
 
-NOT_IMPLEMENTED_YET = ("os_template", "recipe")
+NOT_IMPLEMENTED_YET: tuple[str, ...] = ()
 
 
 class Creator:
@@ -44,6 +46,57 @@ class Creator:
         self.templates, self.users = templates, users
         self.reconciler, self.provisioner = reconciler, provisioner
         self.networking = networking
+        self.os_templates: Any = None  # OSTemplateService, wired by the panel
+
+    def _install(self, data: dict[str, Any], user: dict[str, Any],
+                 template: VMTemplateRecord) -> tuple[dict[str, Any], InstallRequest]:
+        """What to install: (fields for the VM record and the request, InstallRequest).
+
+        An OS template sets the storage and the image to clone; an ISO boots first.
+        """
+        if "user_data" in data and user["role"] != "admin":
+            raise Forbidden("only an admin may give user data", code="admin_only")
+        fields: dict[str, Any] = {"hostname": data.get("hostname") or data["name"]}
+        request = InstallRequest(ssh_keys=list(data.get("ssh_keys", [])),
+                                 user_data=dict(data.get("user_data", {})))
+        if data.get("password"):
+            request.password_hash = hash_password(data["password"])
+        if "iso" in data:
+            fields.update(iso=data["iso"], vnc=True, boot_order=["cdrom", "hd"])
+            request.iso = data["iso"]
+        if "os_template" in data:
+            fields.update(self._template_fields(data, template, request))
+        return fields, request
+
+    def _template_fields(self, data: dict[str, Any], template: VMTemplateRecord,
+                         request: InstallRequest) -> dict[str, Any]:
+        os_template = self.os_templates.get(data["os_template"]) if self.os_templates else None
+        if os_template is None:
+            raise Invalid(f"OS template {data['os_template']!r} not found",
+                          code="os_template_not_found")
+        if os_template.get("state") != "ready":
+            raise Conflict(f"OS template {os_template['name']!r} is "
+                           f"{os_template.get('state')}", code="os_template_not_ready")
+        if template["disk_gib"] < (os_template.get("min_disk_gib") or 0):
+            raise Invalid(f"OS template {os_template['name']!r} needs a disk of at least "
+                          f"{os_template['min_disk_gib']} GiB", code="disk_too_small")
+        if template["memory_mib"] < (os_template.get("min_memory_mib") or 0):
+            raise Invalid(f"OS template {os_template['name']!r} needs at least "
+                          f"{os_template['min_memory_mib']} MiB of RAM",
+                          code="memory_too_small")
+        if data.get("storage") and data["storage"] != os_template["storage"]:
+            raise Invalid(f"OS template {os_template['name']!r} lives in another storage; "
+                          "leave out storage or import the template there",
+                          code="template_not_in_storage")
+        fields: dict[str, Any] = {"os_template": os_template["id"],
+                                  "storage": os_template["storage"], "installs": 1}
+        if os_template.get("kind") == "iso":
+            fields.update(iso=os_template["volume"], vnc=True, boot_order=["cdrom", "hd"])
+            request.iso = os_template["volume"]
+        else:
+            fields["image"] = os_template["volume"]
+            request.seed = os_template.get("config") == "cloud-init"
+        return fields
 
     # -- placement -----------------------------------------------------------------------
     def place(self, memory_mib: int, storage_id: str | None,
@@ -115,14 +168,16 @@ class Creator:
                 if path and not Path(path).is_file():
                     raise Invalid(f"boot.{key}: {path} is not a file on the node",
                                   code="file_not_found")
-        if "image" in data:
+        for field in ("image", "iso"):
+            if field not in data:
+                continue
             storage = self.storages.require(storage_id)
             try:
                 self.storages.backend(storage).lookup_volume(
-                    self.nodes.connection(node_id).get(), data["image"])
+                    self.nodes.connection(node_id).get(), data[field])
             except NotFound as exc:
-                raise Invalid(f"image {data['image']!r} not found in storage "
-                              f"{storage['name']!r}", code="image_not_found") from exc
+                raise Invalid(f"{field} {data[field]!r} not found in storage "
+                              f"{storage['name']!r}", code=f"{field}_not_found") from exc
 
     def create(self, data: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
         """Check a create request and start its task (``data`` matches the schema)."""
@@ -140,12 +195,15 @@ class Creator:
         if template is None:
             raise Invalid(f"VM template {data['vm_template']!r} not found",
                           code="vm_template_not_found")
+        install_fields, install = self._install(data, user, template)
+        data = {**data, **{k: v for k, v in install_fields.items()
+                           if k in ("storage", "image", "iso")}}
         node_id, storage_id = self._where(data, template)
         self._check_sources(data, node_id, storage_id)
         requests = self._interface_requests(data, node_id)
         with self.store.locked():
             self._check_quota(owner, template)
-            vm = self._insert(data, owner, template, node_id, storage_id)
+            vm = self._insert(data, owner, template, node_id, storage_id, install_fields)
             try:
                 nics = self.networking.plan(vm["id"], vm["name"], requests)
             except BaseException:
@@ -156,8 +214,8 @@ class Creator:
                                        {"interfaces": nics})
         self.reconciler.known(vm)
         task = self.tasks.submit(
-            "vm.create", lambda ctx: self.provisioner.create_body(ctx, vm["id"],
-                                                                  data.get("start", False)),
+            "vm.create", lambda ctx: self.provisioner.create_body(
+                ctx, vm["id"], data.get("start", False), install),
             title=f"Create VM {vm['name']}", owner=user["id"], lock_key=f"vm:{vm['id']}",
             subject=vm["id"])
         self.events.emit("vm.create", vm["id"], actor=user["id"], name=vm["name"])
@@ -183,7 +241,7 @@ class Creator:
         return requests
 
     def _insert(self, data: dict[str, Any], owner: str, template: VMTemplateRecord,
-                node_id: str, storage_id: str) -> VMRecord:
+                node_id: str, storage_id: str, extra: dict[str, Any]) -> VMRecord:
         if self.store.find_one(TABLE, name=data["name"]):
             raise Conflict(f"a VM named {data['name']!r} already exists", code="already_exists")
         try:
@@ -201,6 +259,6 @@ class Creator:
             "disk_gib": template["disk_gib"], "description": data.get("description", ""),
             "boot": data.get("boot"), "image": data.get("image"),
             "vnc": data.get("vnc", False), "status": "creating", "disks": [], "interfaces": [],
-            "created": time.time(),
+            "created": time.time(), **{k: v for k, v in extra.items() if k != "storage"},
         })
 

@@ -17,6 +17,7 @@ from ..store import Store
 from ..tasks import TaskContext
 from ..virt.domain_xml import DomainBuilder
 from ..virt.errors import libvirt_message
+from .install import Installer, InstallRequest
 from .lifecycle import Lifecycle
 from .nics import VMNetworking
 from .reconcile import Reconciler
@@ -32,13 +33,14 @@ PrepareDomain = Callable[[VMRecord, DomainBuilder], None]
 class Provisioner:
     def __init__(self, store: Store, nodes: NodeManager, storages: StorageService,
                  reconciler: Reconciler, lifecycle: Lifecycle, networking: VMNetworking,
-                 prepare_domain: PrepareDomain) -> None:
+                 installer: Installer, prepare_domain: PrepareDomain) -> None:
         self.store = store
         self.nodes = nodes
         self.storages = storages
         self.reconciler = reconciler
         self.lifecycle = lifecycle
         self.networking = networking
+        self.installer = installer
         self.prepare_domain = prepare_domain
 
     def builder(self, vm: VMRecord) -> DomainBuilder:
@@ -52,6 +54,7 @@ class Provisioner:
             memory_mib=vm["memory_mib"], vcpus=vm["vcpus"], cpu_shares=vm.get("cpu_shares"),
             kernel=boot.get("kernel"), initrd=boot.get("initrd"), cmdline=boot.get("cmdline"),
             vnc=vm.get("vnc", False), serial_log=node_conn.serial_logs,
+            boot_order=list(vm.get("boot_order") or ["hd"]),
         )
 
     def _make_disk(self, ctx: TaskContext, backend: StorageBackend,
@@ -77,27 +80,35 @@ class Provisioner:
                                  code="define_failed") from exc
         self.nodes.connection(vm["node"]).set_state(vm["uuid"], vm["domain_name"], "stopped")
 
-    def create_body(self, ctx: TaskContext, vm_id: str, start: bool) -> dict[str, Any]:
+    def create_body(self, ctx: TaskContext, vm_id: str, start: bool,
+                    install: InstallRequest | None = None) -> dict[str, Any]:
         """The ``vm.create`` task: disk, definition, optional start; undone on failure."""
         vm: VMRecord = self.store.require(TABLE, vm_id, "VM")  # type: ignore[assignment]
         conn = self.nodes.connection(vm["node"]).get()
         backend = self.storages.backend(self.storages.require(vm["storage"]))
         volume_name = backend.volume_name(vm)
-        made_volume = defined = False
+        made: list[str] = []  # volumes this create made (removed if it fails)
+        defined = False
         try:
             ctx.check_cancelled()
             volume = self._make_disk(ctx, backend, conn, vm, volume_name)
-            made_volume = True
-            ctx.check_cancelled()
-            ctx.progress(50, "defining the domain")
-            builder = self.builder(vm)
-            builder.disks.append(backend.disk(volume, target="vda"))
-            self._define(conn, vm, builder)
-            defined = True
-            self.networking.attach(vm, vm["node"])
+            made.append(volume_name)
             disks: list[DiskRecord] = [{"storage": vm["storage"], "volume": volume_name,
                                         "target": "vda", "size_gib": vm["disk_gib"],
                                         "image": vm.get("image")}]
+            builder = self.builder(vm)
+            builder.disks.append(backend.disk(volume, target="vda"))
+            for disk, record in self.installer.cdroms(ctx, backend, conn, vm,
+                                                      install or InstallRequest()):
+                if not record.get("shared"):
+                    made.append(record["volume"])
+                builder.disks.append(disk)
+                disks.append(record)
+            ctx.check_cancelled()
+            ctx.progress(50, "defining the domain")
+            self._define(conn, vm, builder)
+            defined = True
+            self.networking.attach(vm, vm["node"])
             ctx.check_cancelled()
             vm = self.store.update(TABLE, vm_id, {  # type: ignore[assignment]
                 "status": "ok", "disks": disks, "domain_type": builder.domain_type})
@@ -108,12 +119,11 @@ class Provisioner:
             return {"vm": vm_id}
         except BaseException:
             ctx.log("creation failed or was cancelled; removing what it made")
-            self._roll_back(ctx, conn, vm, backend, volume_name, defined, made_volume)
+            self._roll_back(ctx, conn, vm, backend, made, defined)
             raise
 
     def _roll_back(self, ctx: TaskContext, conn: libvirt.virConnect, vm: VMRecord,
-                   backend: StorageBackend, volume_name: str, defined: bool,
-                   made_volume: bool) -> None:
+                   backend: StorageBackend, made: list[str], defined: bool) -> None:
         if defined:
             self.lifecycle.undefine(conn, vm)
             try:
@@ -121,11 +131,11 @@ class Provisioner:
             except PanelError as exc:
                 ctx.log(f"could not undo the network setup: {exc.message}")
         self.networking.release(vm.get("interfaces", []))
-        if made_volume:
+        for name in made:
             try:
-                backend.delete_volume(conn, volume_name)
+                backend.delete_volume(conn, name)
             except PanelError as exc:
-                ctx.log(f"could not delete the new volume: {exc.message}")
+                ctx.log(f"could not delete the new volume {name}: {exc.message}")
         self.store.delete(TABLE, vm["id"])
         self.reconciler.forget(vm)
 
@@ -135,8 +145,11 @@ class Provisioner:
         builder = self.builder(vm)
         for disk in vm.get("disks", []):
             backend = self.storages.backend(self.storages.require(disk["storage"]))
-            builder.disks.append(backend.disk(backend.lookup_volume(conn, disk["volume"]),
-                                              target=disk["target"]))
+            device = backend.disk(backend.lookup_volume(conn, disk["volume"]),
+                                  target=disk["target"])
+            if disk.get("device") == "cdrom":
+                device.as_cdrom(disk["target"])
+            builder.disks.append(device)
         self.networking.apply(vm, builder)
         self.prepare_domain(vm, builder)
         self.reconciler.expect_redefine(vm["uuid"])

@@ -13,6 +13,8 @@ class DiskRecord(TypedDict, total=False):
     target: str
     size_gib: int
     image: str | None
+    device: str  # disk (default) | cdrom
+    shared: bool  # not the VM's own (an installer ISO): never deleted with it
 
 
 class VMRecord(TypedDict, total=False):
@@ -36,5 +38,9 @@ class VMRecord(TypedDict, total=False):
     disks: list[DiskRecord]
     interfaces: list[dict[str, Any]]  # {id, network, mac, addresses, dns, options}
     domain_type: str
+    os_template: str | None
+    hostname: str
+    installs: int  # how many times the OS was installed (the seed's instance-id)
+    boot_order: list[str]
     external_change: float
     created: float

@@ -25,6 +25,8 @@ from ..virt.domain_xml import serial_log_path
 from ..vm_templates import VMTemplateService
 from ..volumes import volume_ref
 from .create import Creator
+from .guest_keys import GuestKeyStore
+from .install import Installer
 from .interfaces import InterfaceActions
 from .lifecycle import Lifecycle
 from .migration import Migrator
@@ -52,15 +54,18 @@ class VMService:
     def __init__(self, store: Store, tasks: TaskManager, events: EventLog,
                  settings: SettingsService, nodes: NodeManager, storages: StorageService,
                  templates: VMTemplateService, users: Auth, references: References,
-                 networks: NetworkService, pools: IPPoolService,
+                 networks: NetworkService, pools: IPPoolService, data_dir: Path,
                  prepare_domain: PrepareDomain) -> None:
         self.store, self.tasks, self.events = store, tasks, events
         self.nodes, self.storages = nodes, storages
         self.reconciler = Reconciler(store, nodes, events)
         self.lifecycle = Lifecycle(store, nodes, self.reconciler)
         self.networking = VMNetworking(store, nodes, networks, pools, references)
+        self.keys = GuestKeyStore(data_dir)
+        self.installer = Installer(self.keys, self.networking)
         self.provisioner = Provisioner(store, nodes, storages, self.reconciler,
-                                       self.lifecycle, self.networking, prepare_domain)
+                                       self.lifecycle, self.networking, self.installer,
+                                       prepare_domain)
         self.creator = Creator(store, tasks, events, settings, nodes, storages, templates,
                                users, self.reconciler, self.provisioner, self.networking)
         self.migrator = Migrator(store, nodes, storages, tasks, self.reconciler,
@@ -69,7 +74,8 @@ class VMService:
                                            self.provisioner, self.networking)
         for kind, finder in (("storage", self._using_storage), ("vm_template",
                              self._using_template), ("node", self._on_node),
-                             ("user", self._owned_by), ("volume", self._using_volume)):
+                             ("user", self._owned_by), ("volume", self._using_volume),
+                             ("os_template", self._using_os_template)):
             references.register(kind, finder, "VM")
 
     # -- who uses what (for the owners' delete checks) ------------------------------------
@@ -86,6 +92,9 @@ class VMService:
 
     def _on_node(self, node_id: str) -> list[str]:
         return self._names(lambda v: v.get("node") == node_id)
+
+    def _using_os_template(self, template_id: str) -> list[str]:
+        return self._names(lambda v: v.get("os_template") == template_id)
 
     def _owned_by(self, user_id: str) -> list[str]:
         return self._names(lambda v: v.get("owner") == user_id)
@@ -230,10 +239,13 @@ class VMService:
         kept = []
         for disk in vm.get("disks", []):
             storage = self.storages.get(disk["storage"])
+            if disk.get("shared"):
+                continue  # an installer ISO is not the VM's to delete
             if keep_disks:
                 kept.append(disk)
             elif storage is not None:
                 self.storages.backend(storage).delete_volume(conn, disk["volume"])
+        self.keys.remove(vm_id)
         if self.nodes.is_local(vm["node"]):
             # The serial log is the panel's file (DomainBuilder asks for it): it goes too.
             Path(serial_log_path(vm["domain_name"])).unlink(missing_ok=True)
