@@ -8,4 +8,4 @@ See ``bench/README.md``.
 
 from __future__ import annotations
 
-BENCHMARKS = ("vm_list", "vm_update", "cold_start", "provision", "ip_alloc")
+BENCHMARKS = ("vm_list", "vm_update", "cold_start", "provision", "ip_alloc", "seed")
