@@ -81,6 +81,7 @@ setup(
         "pycdlib>=1.14",
         "pyyaml>=6.0",
         "libpass>=1.9",
+        "zstandard>=0.22",
     ],
     extras_require={
         "desktop": ["pywebview[qt]>=5"],
@@ -90,6 +91,7 @@ setup(
             "playwright>=1.45",
             "pytest-playwright>=0.5",
             "ruff>=0.6",
+            "pyftpdlib>=1.5",
         ],
     },
     entry_points={

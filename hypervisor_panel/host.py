@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from .ip_pools import IPPoolService
     from .networks import NetworkService
     from .nodes import NodeJoiner, NodeManager
+    from .os_template_service import OSTemplateService
+    from .recipe_service import RecipeService
     from .registry import Registry
     from .routes import RouteTable
     from .settings import SettingsService
@@ -47,4 +49,6 @@ class PanelHost(Protocol):
     vm_templates: VMTemplateService
     networks: NetworkService
     ip_pools: IPPoolService
+    os_templates: OSTemplateService
+    recipes: RecipeService
     vms: VMService

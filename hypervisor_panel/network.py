@@ -174,6 +174,14 @@ class NetworkMode:
         """Add ``nic`` to ``domain`` (modes without an ``<interface>`` add QEMU args)."""
         domain.interfaces.append(self.interface(nic))
 
+    def reach(self, nic: Nic, port: int, node_local: bool) -> tuple[str, int] | None:
+        """Where the panel reaches TCP ``port`` of the guest through ``nic`` (None: it
+        cannot); default: the NIC's first IPv4 address, else its first IPv6 address."""
+        for version in (4, 6):
+            for address in nic.of_version(version):
+                return address.address, port
+        return None
+
     def guest_config(self, nic: Nic) -> GuestInterface:
         """Static addresses, gateways, DNS and MTU the guest must set on ``nic``."""
         gw4 = next((a.gateway for a in nic.of_version(4) if a.gateway), None)

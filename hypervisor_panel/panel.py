@@ -20,7 +20,9 @@ from .events import EventLog, EventRecord
 from .ip_pools import IPPoolService
 from .networks import NetworkService
 from .nodes import NodeJoiner, NodeManager
+from .os_template_service import OSTemplateService
 from .plugins import get_plugin_manager
+from .recipe_service import RecipeService
 from .references import References
 from .registry import Registry, collect_routes
 from .routes import RouteTable
@@ -80,6 +82,13 @@ class Panel:
                              self.storages, self.vm_templates, self.auth, self.references,
                              self.networks, self.ip_pools, self.data_dir,
                              self._prepare_domain)
+        self.os_templates = OSTemplateService(self.store, self.tasks, self.events,
+                                              self.references, self.storages, self.nodes,
+                                              self.registry.os_template_sources, self.data_dir)
+        self.recipes = RecipeService(self.store, self.tasks, self.events, self.references,
+                                     self.registry.recipe_sources)
+        self.recipes.require_vm = self.vms.require
+        self.vms.attach_services(self.os_templates, self.recipes)
         self.nodes.on_connected.append(self.storages.ensure_on_node)
         self.nodes.on_connected.append(self.networks.ensure_on_node)
         self.nodes.on_domain_event = self.vms.on_domain_event
@@ -97,6 +106,7 @@ class Panel:
         Returns the generated admin password when one had to be made (print it once).
         """
         interrupted = self.tasks.recover()
+        self.recipes.recover()
         if interrupted:
             log.warning("%d task(s) were interrupted by the last stop", interrupted)
         generated = self.auth.ensure_admin(admin_password or os.environ.get("HVP_ADMIN_PASSWORD"))

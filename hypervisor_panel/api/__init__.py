@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from ..host import PanelHost
 from ..routes import RouteTable
-from . import account, interfaces, networks, nodes, storages, system, templates, vms
+from . import (
+    account,
+    interfaces,
+    networks,
+    nodes,
+    os_templates,
+    recipes,
+    storages,
+    system,
+    templates,
+    vms,
+)
 
 
 def core_routes(panel: PanelHost) -> RouteTable:
     """Every core route (the web glue serves them; OpenAPI describes them)."""
     table = RouteTable()
-    for module in (system, account, nodes, templates, storages, networks, vms, interfaces):
+    for module in (system, account, nodes, templates, storages, networks, os_templates,
+                   recipes, vms, interfaces):
         module.declare(table, panel)
     return table

@@ -9,8 +9,10 @@ from ..ip_pools import ADDRESS
 from ..routes import ApiRequest, Query, RouteTable, accepted
 from ..validation import ID, NAME
 from . import schemas as s
+from .recipes import PARAMS, RUN_BODY
 
 BOOT_PATH = {"type": "string", "pattern": r"^/[A-Za-z0-9._/+-]{1,255}$"}
+RECIPE_REF = RUN_BODY["properties"]["recipe"]
 SSH_KEY = {"type": "string", "maxLength": 16384,
            "pattern": r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|"
                       r"sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n\r]{0,200})?$"}
@@ -53,11 +55,12 @@ CREATE = {
                      "description": "root's password; only its hash reaches the guest, the "
                                     "panel keeps neither"},
         "user_data": {"type": "object", "description": "extra cloud-config (admins only)"},
-        "recipe_params": {"type": "object", "description": "parameters of the recipe"},
+        "recipe_params": PARAMS,
         "image": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
                   "description": "A volume in the VM's storage to clone the disk from "
                                  "(copy-on-write where the storage allows)"},
-        "recipe": ID,
+        "recipe": {**RECIPE_REF, "description": "a recipe (id or internal name) to run once "
+                                                 "the OS is up (needs os_template)"},
         "network": {**ID, "description": "one interface on this network (short form of "
                                           "interfaces)"},
         "ip": {**ADDRESS, "description": "with network: this address (admins only)"},
@@ -105,6 +108,18 @@ MIGRATE = {
                               "description": "bandwidth limit of a live migration, MiB/s"},
     },
 }
+REINSTALL = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["os_template"],
+    "properties": {
+        "os_template": ID,
+        "recipe": RECIPE_REF,
+        "recipe_params": PARAMS,
+        "ssh_keys": {"type": "array", "maxItems": 16, "items": SSH_KEY},
+        "password": {"type": "string", "minLength": 8, "maxLength": 256, "writeOnly": True},
+    },
+}
 ACTION_SUMMARIES = {"start": "Start (or resume) a VM", "stop": "Stop a VM: ACPI, then "
                     "power off after the timeout", "reboot": "Reboot a VM",
                     "destroy": "Power a VM off at once"}
@@ -143,6 +158,7 @@ def declare(api: RouteTable, panel: PanelHost) -> None:
 
     for action, body in ACTION_BODIES.items():
         _declare_action(api, panel, action, body)
+    _declare_guest(api, panel)
 
     @api.route("/vms/{vm_id}/actions/migrate", "POST", summary="Move a VM to another node "
                "(live when it runs; 202 + task)", body=MIGRATE, status=202,
@@ -161,6 +177,23 @@ def declare(api: RouteTable, panel: PanelHost) -> None:
                "(local node only)", tags=("vms",), response=s.CONSOLE, errors=(422,))
     def console(req: ApiRequest, vm_id: str) -> dict[str, Any]:
         return {"text": vms.console(vm_id, req.user)}
+
+
+def _declare_guest(api: RouteTable, panel: PanelHost) -> None:
+    """Actions inside the guest OS: recipes and reinstalls."""
+    vms = panel.vms
+
+    @api.route("/vms/{vm_id}/actions/run-recipe", "POST", summary="Run a recipe in the "
+               "guest over SSH (202 + task; re-runnable)", body=RUN_BODY, status=202,
+               response=s.ACCEPTED, tags=("vms",), errors=(409,))
+    def run_recipe(req: ApiRequest, vm_id: str):
+        return accepted(vms.run_recipe(vm_id, req.body, req.user))
+
+    @api.route("/vms/{vm_id}/actions/reinstall", "POST", summary="Reinstall the OS from a "
+               "template: disk replaced, addresses kept (202 + task)", body=REINSTALL,
+               status=202, response=s.ACCEPTED, tags=("vms",), errors=(409,))
+    def reinstall_vm(req: ApiRequest, vm_id: str):
+        return accepted(vms.reinstall(vm_id, req.body, req.user))
 
 
 def _declare_action(api: RouteTable, panel: PanelHost, action: str, body: dict) -> None:

@@ -100,9 +100,14 @@ def session(host: str, port: int, username: str, pinned: HostKey, *,
     name = host if port == 22 else f"[{host}]:{port}"
     client.get_host_keys().add(name, pinned.key_type, pinned.to_paramiko())
     try:
-        client.connect(host, port=port, username=username, pkey=pkey, password=password,
-                       timeout=CONNECT_TIMEOUT, banner_timeout=CONNECT_TIMEOUT,
-                       auth_timeout=CONNECT_TIMEOUT, allow_agent=False, look_for_keys=False)
+        try:
+            client.connect(host, port=port, username=username, pkey=pkey, password=password,
+                           timeout=CONNECT_TIMEOUT, banner_timeout=CONNECT_TIMEOUT,
+                           auth_timeout=CONNECT_TIMEOUT, allow_agent=False,
+                           look_for_keys=False)
+        except BaseException:
+            client.close()  # a failed connect keeps its transport thread otherwise
+            raise
     except paramiko.BadHostKeyException as exc:
         raise HostKeyMismatch(
             f"the SSH host key of {host}:{port} changed (now "

@@ -47,6 +47,7 @@ class Creator:
         self.reconciler, self.provisioner = reconciler, provisioner
         self.networking = networking
         self.os_templates: Any = None  # OSTemplateService, wired by the panel
+        self.guest: Any = None  # GuestOS, wired by the VM service
 
     def _install(self, data: dict[str, Any], user: dict[str, Any],
                  template: VMTemplateRecord) -> tuple[dict[str, Any], InstallRequest]:
@@ -67,6 +68,30 @@ class Creator:
         if "os_template" in data:
             fields.update(self._template_fields(data, template, request))
         return fields, request
+
+    def _recipe(self, data: dict[str, Any], user: dict[str, Any]) -> dict[str, Any] | None:
+        """The recipe to run after the install (asked for, or the cluster default)."""
+        if "os_template" not in data:
+            if "recipe" in data:
+                raise Invalid("a recipe runs in an OS installed from an OS template; give "
+                              "os_template", code="recipe_needs_os_template")
+            return None
+        os_template = self.os_templates.get(data["os_template"]) if self.os_templates else None
+        tags = list((os_template or {}).get("tags", []))
+        return self.guest.check_recipe(data.get("recipe"), data.get("recipe_params", {}),
+                                       tags, user)
+
+    def _then_run(self, recipe: dict[str, Any] | None, data: dict[str, Any],
+                  user: dict[str, Any]) -> Any:
+        if recipe is None:
+            return None
+
+        def run(vm: VMRecord) -> dict[str, Any]:
+            task = self.guest.run_recipe(vm, recipe, data.get("recipe_params", {}), user,
+                                         data.get("password"))
+            return {"recipe_task": task["id"]}
+
+        return run
 
     def _template_fields(self, data: dict[str, Any], template: VMTemplateRecord,
                          request: InstallRequest) -> dict[str, Any]:
@@ -196,6 +221,9 @@ class Creator:
             raise Invalid(f"VM template {data['vm_template']!r} not found",
                           code="vm_template_not_found")
         install_fields, install = self._install(data, user, template)
+        recipe = self._recipe(data, user)
+        if recipe is not None:
+            data = {**data, "start": True}  # a recipe runs once the guest is up
         data = {**data, **{k: v for k, v in install_fields.items()
                            if k in ("storage", "image", "iso")}}
         node_id, storage_id = self._where(data, template)
@@ -215,7 +243,8 @@ class Creator:
         self.reconciler.known(vm)
         task = self.tasks.submit(
             "vm.create", lambda ctx: self.provisioner.create_body(
-                ctx, vm["id"], data.get("start", False), install),
+                ctx, vm["id"], data.get("start", False), install,
+                self._then_run(recipe, data, user)),
             title=f"Create VM {vm['name']}", owner=user["id"], lock_key=f"vm:{vm['id']}",
             subject=vm["id"])
         self.events.emit("vm.create", vm["id"], actor=user["id"], name=vm["name"])

@@ -81,7 +81,9 @@ class Provisioner:
         self.nodes.connection(vm["node"]).set_state(vm["uuid"], vm["domain_name"], "stopped")
 
     def create_body(self, ctx: TaskContext, vm_id: str, start: bool,
-                    install: InstallRequest | None = None) -> dict[str, Any]:
+                    install: InstallRequest | None = None,
+                    then: Callable[[VMRecord], dict[str, Any]] | None = None
+                    ) -> dict[str, Any]:
         """The ``vm.create`` task: disk, definition, optional start; undone on failure."""
         vm: VMRecord = self.store.require(TABLE, vm_id, "VM")  # type: ignore[assignment]
         conn = self.nodes.connection(vm["node"]).get()
@@ -116,11 +118,14 @@ class Provisioner:
                 ctx.progress(90, "starting")
                 self.lifecycle.start(vm, ctx)
             ctx.log(f"VM {vm['name']} created on node {self.nodes.require(vm['node'])['name']}")
-            return {"vm": vm_id}
         except BaseException:
             ctx.log("creation failed or was cancelled; removing what it made")
             self._roll_back(ctx, conn, vm, backend, made, defined)
             raise
+        result: dict[str, Any] = {"vm": vm_id}
+        if then is not None:  # the VM stays even when this follow-up cannot start
+            result.update(then(vm))
+        return result
 
     def _roll_back(self, ctx: TaskContext, conn: libvirt.virConnect, vm: VMRecord,
                    backend: StorageBackend, made: list[str], defined: bool) -> None:

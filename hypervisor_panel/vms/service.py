@@ -26,6 +26,7 @@ from ..vm_templates import VMTemplateService
 from ..volumes import volume_ref
 from .create import Creator
 from .guest_keys import GuestKeyStore
+from .guest_os import GuestOS
 from .install import Installer
 from .interfaces import InterfaceActions
 from .lifecycle import Lifecycle
@@ -72,6 +73,10 @@ class VMService:
                                  self.lifecycle, self.networking, self.place)
         self.interfaces = InterfaceActions(store, tasks, self.reconciler, self.lifecycle,
                                            self.provisioner, self.networking)
+        self.guest = GuestOS(store, tasks, nodes, storages, self.networking, self.keys,
+                             self.lifecycle, self.provisioner)
+        self.creator.guest = self.guest
+        self.recipes: Any = None
         for kind, finder in (("storage", self._using_storage), ("vm_template",
                              self._using_template), ("node", self._on_node),
                              ("user", self._owned_by), ("volume", self._using_volume),
@@ -185,6 +190,29 @@ class VMService:
     def evacuate(self, node_id: str, user: dict[str, Any]) -> dict[str, Any]:
         return self.migrator.evacuate(node_id, user)
 
+    # -- the guest OS (vms/guest_os.py) ------------------------------------------------------
+    def attach_services(self, os_templates: Any, recipes: Any) -> None:
+        """The OS-template and recipe services (built after this one by the panel)."""
+        self.creator.os_templates = self.guest.os_templates = os_templates
+        self.guest.recipes = self.recipes = recipes
+
+    def run_recipe(self, vm_id: str, body: dict[str, Any], user: dict[str, Any]
+                   ) -> dict[str, Any]:
+        vm = self.require(vm_id, user)
+        task = self.guest.run_recipe(vm, body["recipe"], body.get("params", {}), user)
+        self.events.emit("vm.run_recipe", vm_id, actor=user["id"], recipe=body["recipe"])
+        return task
+
+    def reinstall(self, vm_id: str, body: dict[str, Any], user: dict[str, Any]
+                  ) -> dict[str, Any]:
+        vm = self.require(vm_id, user)
+        if vm.get("status") != "ok":
+            raise Conflict(f"VM {vm['name']!r} is {vm.get('status')}", code="vm_busy")
+        task = self.guest.reinstall(vm, body, user)
+        self.events.emit("vm.reinstall", vm_id, actor=user["id"],
+                         os_template=body["os_template"])
+        return task
+
     # -- interfaces (vms/interfaces.py) ----------------------------------------------------
     def add_interface(self, vm_id: str, body: dict[str, Any], user: dict[str, Any]
                       ) -> dict[str, Any]:
@@ -246,6 +274,8 @@ class VMService:
             elif storage is not None:
                 self.storages.backend(storage).delete_volume(conn, disk["volume"])
         self.keys.remove(vm_id)
+        if self.recipes is not None:
+            self.recipes.forget_vm(vm_id)
         if self.nodes.is_local(vm["node"]):
             # The serial log is the panel's file (DomainBuilder asks for it): it goes too.
             Path(serial_log_path(vm["domain_name"])).unlink(missing_ok=True)

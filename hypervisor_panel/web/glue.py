@@ -109,7 +109,8 @@ def _stream(result: Stream) -> Iterable[bytes]:
     return result.chunks
 
 
-def _request(route: Route, auth: Auth, query_schema: dict[str, Any]) -> ApiRequest:
+def _request(route: Route, auth: Auth, query_schema: dict[str, Any],
+             stream: _CountingReader | None) -> ApiRequest:
     """Authenticate, check the role, parse and validate what the route declares."""
     request = bottle.request
     user = token = None
@@ -126,9 +127,32 @@ def _request(route: Route, auth: Auth, query_schema: dict[str, Any]) -> ApiReque
     if route.query:
         validate(query, query_schema, "query")
     return ApiRequest(user, token, body, query, headers=dict(request.headers),
-                      stream=request.body if route.raw_body else None,
+                      stream=stream,
                       content_length=request.content_length if route.raw_body else None,
                       remote_addr=request.remote_addr)
+
+
+DRAIN_LIMIT = 16 * 1024 * 1024  # unread upload bytes read and dropped before an error
+
+
+class _CountingReader:
+    """The request body of a raw-body route; counts what the handler read."""
+
+    def __init__(self, raw: Any, length: int | None) -> None:
+        self.raw, self.left = raw, length or 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.raw.read(size) if size else b""
+        self.left -= len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read what the handler left (up to DRAIN_LIMIT), so the client, still sending,
+        gets the answer instead of a broken connection."""
+        if 0 < self.left <= DRAIN_LIMIT:
+            while self.left and self.read(1 << 20):
+                pass
 
 
 def handler_for(route: Route, auth: Auth) -> Callable[..., Any]:
@@ -137,24 +161,36 @@ def handler_for(route: Route, auth: Auth) -> Callable[..., Any]:
                     "properties": {q.name: q.schema for q in route.query}}
 
     def handle(**url_args: Any) -> Any:
+        # Raw bodies (uploads) are read straight from the server's input stream: bottle's
+        # request.body would first copy them to a temporary file.
+        stream = _CountingReader(bottle.request.environ.get("wsgi.input"),
+                                 bottle.request.content_length) if route.raw_body else None
         try:
-            result = route.handler(_request(route, auth, query_schema), **url_args)
+            result = route.handler(_request(route, auth, query_schema, stream), **url_args)
             if isinstance(result, Reply):
                 return json_response(result.status, result.body)
             if isinstance(result, Stream):
                 return _stream(result)
             return json_response(route.status, result)
         except PanelError as exc:
+            _drain(stream)
             return error_response(exc)
         except libvirt.libvirtError as exc:
+            _drain(stream)
             return error_response(Unavailable(f"libvirt: {libvirt_message(exc)}",
                                               code="libvirt_error"))
         except Exception:
+            _drain(stream)
             log.exception("unhandled error in %s %s", route.method, route.path)
             return error_response(PanelError("internal error; see the panel log"))
 
     handle.__name__ = getattr(route.handler, "__name__", "handler")
     return handle
+
+
+def _drain(stream: _CountingReader | None) -> None:
+    if stream is not None:
+        stream.drain()
 
 
 def install(app: bottle.Bottle, routes: Iterable[Route], auth: Auth) -> None:

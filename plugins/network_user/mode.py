@@ -120,6 +120,14 @@ class UserMode(NetworkMode):
                 taken.add(f["host_port"])
         return {**nic.options, "forwards": forwards} if forwards else dict(nic.options)
 
+    def reach(self, nic: Nic, port: int, node_local: bool) -> tuple[str, int] | None:
+        """The 127.0.0.1 forward of guest ``port``; only from the node itself (the forward
+        listens on the node's loopback)."""
+        for f in nic.options.get("forwards", []):
+            if f["guest_port"] == port and f.get("protocol", "tcp") == "tcp" and node_local:
+                return LISTEN, f["host_port"]
+        return None
+
     def qemu_args(self, nic: Nic, machine: str | None = None) -> list[str]:
         """``-netdev user,...`` and ``-device virtio-net-pci,...`` for ``nic`` (on a domain
         of ``machine`` type: its root bus)."""
