@@ -8,4 +8,5 @@ See ``bench/README.md``.
 
 from __future__ import annotations
 
-BENCHMARKS = ("vm_list", "vm_update", "cold_start", "provision", "ip_alloc", "seed")
+BENCHMARKS = ("vm_list", "vm_update", "cold_start", "provision", "ip_alloc", "seed",
+              "recipe_latency")
