@@ -6,10 +6,18 @@ qcow2 backing-file clones) and on a real single-node Ceph cluster (RBD clones), 
 the storage operation alone (``clone_volume``) and a whole VM creation through the API
 (the task's own start-to-finish time). The images are thin (mostly unwritten); the first
 64 MiB of each hold data so that the clone has something to share.
+
+Issue 10 adds a third measurement on dir: a VM created with ``os_template`` from an OS
+template of 2 vs 20 GiB (qcow2 images with 64 MiB of data, uploaded through the API): the
+task clones the image, grows the clone to the VM template's 20 GiB disk and writes the
+cloud-init seed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import json
 import subprocess
 import time
 import uuid
@@ -23,8 +31,10 @@ from hypervisor_panel.web.server import serve_in_thread
 from ._support import ADMIN_PASSWORD, BenchError, JsonClient, Report, fmt_ms, summarize
 
 NAME = "provision"
-GOAL = "VM disk from a 2 GiB vs 20 GiB image (dir, RBD): ratio <= 1.2 and < 1 s each"
+GOAL = ("VM disk from a 2 GiB vs 20 GiB image (dir, RBD) and VM from a 2 vs 20 GiB OS "
+        "template (dir): ratio <= 1.2 and < 1 s each")
 ROUNDS = 5
+OS_ROUNDS = 11  # the OS-template case is noisier (seed, resize): more rounds
 MAX_RATIO = 1.2
 LIMIT = 1.0
 SIZES = (2, 20)
@@ -88,6 +98,68 @@ def _measure(report: Report, panel: Panel, client: JsonClient, storage: dict,
         backend.delete_volume(conn, f"img{size}")
 
 
+def _upload_template(client: JsonClient, storage: dict, size: int, workdir: Path) -> str:
+    """An OS template of ``size`` GiB (qcow2, 64 MiB written) uploaded through the API."""
+    image = workdir / f"os{size}.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), f"{size}G"],
+                   check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -q -P 0x5a 0 64M", str(image)],
+                   check=True, capture_output=True)
+    data = image.read_bytes()
+    image.unlink()
+    made = client.call("POST", "/api/v1/os-templates/uploads", {
+        "name": f"bench-os{size}", "os_family": "bench", "format": "qcow2",
+        "storage": storage["id"], "sha256": hashlib.sha256(data).hexdigest()}, expect=(201,))
+    conn = http.client.HTTPConnection(client.host, client.port, timeout=300)
+    try:
+        conn.request("PUT", f"/api/v1/os-templates/{made['id']}/content", body=data,
+                     headers={"Authorization": f"Bearer {client.token}",
+                              "Content-Type": "application/octet-stream"})
+        resp = conn.getresponse()
+        payload = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 202:
+        raise BenchError(f"upload of a {size} GiB OS template -> {resp.status}: {payload[:300]!r}")
+    (task,) = client.wait_tasks([json.loads(payload)["task"]["id"]])
+    if task["state"] != "succeeded":
+        raise BenchError(f"OS template upload failed: {task['error']}")
+    return made["id"]
+
+
+def _measure_templates(report: Report, client: JsonClient, storage: dict,
+                       workdir: Path) -> None:
+    templates = {size: _upload_template(client, storage, size, workdir) for size in SIZES}
+    vm_template = client.call("POST", "/api/v1/vm-templates", {
+        "name": "bench-os", "memory_mib": 256, "vcpus": 1, "disk_gib": SIZES[-1]},
+        expect=(201,))["id"]
+    times: dict[int, list[float]] = {size: [] for size in SIZES}
+    for i in range(OS_ROUNDS):
+        for size in SIZES:
+            body = client.call("POST", "/api/v1/vms", {
+                "name": f"os{size}-{i}", "vm_template": vm_template, "storage": storage["id"],
+                "os_template": templates[size]}, expect=(202,))
+            (task,) = client.wait_tasks([body["task"]["id"]])
+            if task["state"] != "succeeded":
+                raise BenchError(f"VM creation from an OS template failed: {task['error']}")
+            times[size].append(task["finished"] - task["started"])
+    medians = {size: summarize(times[size]) for size in SIZES}
+    for size in SIZES:
+        report.info(f"dir: VM create task from a {size} GiB OS template", medians[size].ms())
+    small, big = medians[SIZES[0]].median, medians[SIZES[1]].median
+    report.check("dir: VM from OS template time 20 GiB / 2 GiB",
+                 f"{big / small:.2f}x ({fmt_ms(big)} vs {fmt_ms(small)})", f"<= {MAX_RATIO}x",
+                 big / small <= MAX_RATIO)
+    report.check("dir: VM from the 20 GiB OS template", fmt_ms(big), f"< {LIMIT:.0f} s",
+                 big < LIMIT)
+    for vm in client.call("GET", "/api/v1/vms")["items"]:
+        body = client.call("DELETE", f"/api/v1/vms/{vm['id']}", expect=(202,))
+        client.wait_tasks([body["task"]["id"]])
+    for template_id in templates.values():
+        client.call("DELETE", f"/api/v1/os-templates/{template_id}", expect=(204,))
+    client.call("DELETE", f"/api/v1/vm-templates/{vm_template}", expect=(204,))
+
+
 class _Bytes:
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = data, 0
@@ -113,6 +185,7 @@ def run(workdir: Path) -> Report:
         storage = client.call("POST", "/api/v1/storages", {
             "name": f"bench-{tag}", "backend": "dir", "options": {"path": path}}, expect=(201,))
         _measure(report, panel, client, storage, "dir")
+        _measure_templates(report, client, storage, workdir)
         client.call("DELETE", f"/api/v1/storages/{storage['id']}", expect=(204,))
         subprocess.run(["rm", "-rf", path], check=False)
         try:

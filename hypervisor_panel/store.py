@@ -102,12 +102,15 @@ class JournaledStorage(Storage):
             tables, seq = snap.get("tables", {}), snap.get("seq", 0)
         if self.journal_path.exists():
             lines = self.journal_path.read_bytes().splitlines(keepends=True)
+            good = 0  # bytes of whole lines: a torn tail is cut off before appending
             for index, line in enumerate(lines):
                 entry = _decode_line(line)
                 if entry is None:
                     if index == len(lines) - 1:
-                        break  # torn tail: that write was never acknowledged
+                        os.truncate(self.journal_path, good)  # never acknowledged
+                        break
                     raise CorruptStore(f"{self.journal_path}: line {index + 1} is damaged")
+                good += len(line)
                 if entry["seq"] <= seq:
                     continue
                 _apply(tables, entry["ops"])

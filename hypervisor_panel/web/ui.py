@@ -32,6 +32,8 @@ PAGES = {
     "/networks": ("networks", "Networks"),
     "/ip-pools": ("ip_pools", "IP pools"),
     "/vm-templates": ("vm_templates", "VM templates"),
+    "/os-templates": ("os_templates", "OS templates"),
+    "/recipes": ("recipes", "Recipes"),
     "/nodes": ("nodes", "Nodes"),
     "/tasks": ("tasks", "Tasks"),
 }

@@ -80,6 +80,7 @@ const TONES = {
   paused: 'warn', stopping: 'warn', suspended: 'warn', pmsuspended: 'warn', connecting: 'warn',
   crashed: 'bad', failed: 'bad', offline: 'bad', error: 'bad', unknown: 'bad',
   creating: 'busy', deleting: 'busy', queued: 'busy',
+  ready: 'ok', importing: 'busy', receiving: 'busy', uploading: 'warn',
 };
 
 /** A coloured state label; task states 'running' get the busy tone when ``task`` is set. */

@@ -7,6 +7,7 @@ import {
 } from './dom.js';
 import { actionButtons, submitAction } from './vm_actions.js';
 import { setUpInterfaces, updateInterfaces } from './vm_interfaces.js';
+import { reinstallButton, setUpRecipes, updateRecipes } from './vm_recipes.js';
 import { busy, changed, clearError, errorView, every, followTask, showError, showNotice } from './ui.js';
 
 const root = $('#vm');
@@ -15,7 +16,8 @@ const path = `/vms/${encodeURIComponent(vmId)}`;
 const lookups = { templates: [], nodes: [], storages: [] };
 let vm = null;
 let lastTask = null;
-let followed = null; // id of the task this page is following
+let followed = null; // id of the task this page is following (it holds the action buttons)
+let watched = null; // id of the task the Last task panel follows
 let gone = false;
 
 const nameOf = (list, id) => (list.find((x) => x.id === id) || {}).name || id || '—';
@@ -37,7 +39,7 @@ function renderVM() {
   problem.hidden = !vm.problem;
   fill($('[data-testid="vm-actions"]'), actionButtons(vm, {
     disabled: Boolean(followed), onClick: (spec, button) => act(spec, button),
-  }), migrateButton());
+  }), reinstallButton(vm, Boolean(followed)), migrateButton());
   definitionList($('[data-testid="vm-facts"]'), [
     ['State', badge(vm.state)],
     ['Node', nameOf(lookups.nodes, vm.node)],
@@ -95,7 +97,10 @@ function renderTask(task) {
 }
 
 async function follow(task) {
-  followed = task.id;
+  // A recipe runs in the guest (for hours, maybe): it does not hold the lifecycle buttons.
+  const blocking = task.kind !== 'recipe.run';
+  watched = task.id;
+  if (blocking) followed = task.id;
   lastTask = task;
   renderTask(task);
   renderVM();
@@ -103,12 +108,17 @@ async function follow(task) {
   try {
     final = await followTask(task, {
       showInTray: false,
-      onUpdate: (current) => { lastTask = current; renderTask(current); },
+      onUpdate: (current) => {
+        if (watched !== task.id) return; // a newer task has the panel
+        lastTask = current;
+        renderTask(current);
+      },
     });
   } catch {
     final = null;
   } finally {
-    followed = null;
+    if (followed === task.id) followed = null;
+    if (watched === task.id) watched = null;
   }
   if (final && final.kind === 'vm.migrate' && final.state === 'succeeded') {
     lookups.nodes = await items('/nodes').catch(() => lookups.nodes);
@@ -129,7 +139,7 @@ async function act(spec, button) {
 
 async function loadTasks() {
   const mine = await items(`/tasks?subject=${encodeURIComponent(vmId)}&limit=5`);
-  if (!mine.length || followed) return;
+  if (!mine.length || watched) return;
   const newest = mine[0];
   if (!FINAL_STATES.includes(newest.state)) {
     follow(newest); // started elsewhere (another tab, the API): follow it here too
@@ -153,7 +163,8 @@ async function load() {
   }
   renderVM();
   updateInterfaces(vm);
-  await loadTasks();
+  await Promise.all([loadTasks(),
+    updateRecipes(vm).catch((error) => showError(error, 'Loading recipes'))]);
 }
 
 // -- migration to another node --------------------------------------------------------------
@@ -340,6 +351,7 @@ async function start() {
   [lookups.templates, lookups.nodes, lookups.storages] = await Promise.all([
     items('/vm-templates'), items('/nodes'), items('/storages')]);
   await setUpInterfaces(path, load).catch((error) => showError(error, 'Loading networks'));
+  setUpRecipes(path, follow);
   await every(4000, load, 'Loading the VM');
   await loadConsole();
   setInterval(() => {

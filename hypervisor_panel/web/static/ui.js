@@ -92,6 +92,13 @@ export async function busy(button, action, context) {
 }
 
 // -- the task tray: long operations started from this page ---------------------------------
+/** A task's last log line without its time stamp ("downloaded 3.0 of 12.0 MiB"). */
+export function lastLogLine(task) {
+  const log = (task && task.log) || [];
+  const line = log.length ? String(log[log.length - 1]) : '';
+  return line.replace(/^\d\d:\d\d:\d\d /, '');
+}
+
 const tray = $('#task-tray');
 
 /**

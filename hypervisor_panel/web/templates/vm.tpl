@@ -24,6 +24,36 @@
     </div>
     <div class="migrate-result" data-testid="migrate-result" aria-live="polite" hidden></div>
   </section>
+  <section class="card reinstall-panel" data-testid="reinstall-panel" aria-labelledby="reinstall-heading" hidden>
+    <div class="card-head">
+      <h2 id="reinstall-heading">Reinstall the OS</h2>
+      <button type="button" class="alert-close" aria-label="Close" data-testid="reinstall-close">×</button>
+    </div>
+    <p class="help">The VM's disk is replaced by a fresh clone of the OS template: <strong>everything
+      on it is lost</strong>. Its addresses, MAC addresses and SSH host key stay; the VM is started again.</p>
+    <form id="reinstall-form" class="form-grid" data-testid="reinstall-form" autocomplete="off">
+      <label>OS template
+        <select name="os_template" required data-testid="reinstall-template"></select>
+      </label>
+      <label>Root password <small>(optional; at least 8 characters)</small>
+        <input name="password" type="password" minlength="8" maxlength="256" autocomplete="new-password" data-testid="reinstall-password">
+      </label>
+      <label class="wide">SSH public keys for root <small>(one per line)</small>
+        <textarea name="ssh_keys" rows="2" spellcheck="false" data-testid="reinstall-ssh-keys" placeholder="ssh-ed25519 AAAAC3Nza… you@laptop"></textarea>
+      </label>
+      <label class="wide">Recipe <small>(optional: run once the new OS is up)</small>
+        <select name="recipe" data-testid="reinstall-recipe"><option value="">No recipe</option></select>
+      </label>
+      <fieldset class="wide schema-fields nested" data-testid="reinstall-recipe-params" hidden>
+        <legend>Recipe parameters</legend>
+      </fieldset>
+      <p class="help wide" data-testid="reinstall-note"></p>
+      <div class="form-actions">
+        <button type="button" data-testid="reinstall-cancel">Cancel</button>
+        <button type="submit" class="btn-warn" data-testid="reinstall-submit">Reinstall</button>
+      </div>
+    </form>
+  </section>
   <div class="grid grid-2">
     <section class="card">
       <h2>Overview</h2>
@@ -66,6 +96,21 @@
       <summary>Guest network configuration (cloud-init network-config v2)</summary>
       <pre class="log" data-testid="network-config-text">…</pre>
     </details>
+  </section>
+  <section class="card" data-testid="vm-recipes-card" aria-labelledby="recipes-heading">
+    <h2 id="recipes-heading">Recipes</h2>
+    <p class="muted" data-testid="run-recipe-note" hidden></p>
+    <form id="run-recipe" class="inline-form" data-testid="run-recipe-form" autocomplete="off">
+      <label class="grow">Run a recipe
+        <select name="recipe" required data-testid="run-recipe-select"><option value="">Loading…</option></select>
+      </label>
+      <button type="submit" data-testid="run-recipe-submit">Run recipe</button>
+      <fieldset class="schema-fields wide" data-testid="run-recipe-params" hidden>
+        <legend>Parameters</legend>
+      </fieldset>
+    </form>
+    <h3>Runs</h3>
+    <div class="recipe-runs" data-testid="recipe-runs"><p class="muted">Loading…</p></div>
   </section>
   <section class="card" data-testid="last-task">
     <h2>Last task</h2>
