@@ -160,6 +160,20 @@ def _measure_templates(report: Report, client: JsonClient, storage: dict,
     client.call("DELETE", f"/api/v1/vm-templates/{vm_template}", expect=(204,))
 
 
+def _remove_all(client: JsonClient, storage: dict) -> None:
+    """Best effort, also after a failed measurement: VMs, OS templates, volumes, storage."""
+    for vm in client.call("GET", "/api/v1/vms")["items"]:
+        status, payload = client.raw("DELETE", f"/api/v1/vms/{vm['id']}")
+        if status == 202:
+            client.wait_tasks([json.loads(payload)["task"]["id"]])
+    for template in client.call("GET", "/api/v1/os-templates")["items"]:
+        client.raw("DELETE", f"/api/v1/os-templates/{template['id']}")
+    base = f"/api/v1/storages/{storage['id']}/volumes"
+    for vol in client.call("GET", base)["items"]:
+        client.raw("DELETE", f"{base}/{vol['name']}")
+    client.raw("DELETE", f"/api/v1/storages/{storage['id']}")
+
+
 class _Bytes:
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = data, 0
@@ -184,10 +198,12 @@ def run(workdir: Path) -> Report:
         path = f"/var/lib/libvirt/images/hvp-bench-{tag}"
         storage = client.call("POST", "/api/v1/storages", {
             "name": f"bench-{tag}", "backend": "dir", "options": {"path": path}}, expect=(201,))
-        _measure(report, panel, client, storage, "dir")
-        _measure_templates(report, client, storage, workdir)
-        client.call("DELETE", f"/api/v1/storages/{storage['id']}", expect=(204,))
-        subprocess.run(["rm", "-rf", path], check=False)
+        try:
+            _measure(report, panel, client, storage, "dir")
+            _measure_templates(report, client, storage, workdir)
+        finally:
+            _remove_all(client, storage)
+            subprocess.run(["rm", "-rf", path], check=False)
         try:
             from tests.support.ceph import start_ceph
         except ImportError as exc:

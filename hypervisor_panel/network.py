@@ -113,7 +113,10 @@ class GuestInterface:
                                "dhcp4": self.dhcp4}
         if self.addresses:
             out["addresses"] = list(self.addresses)
-        routes = [{"to": "default", "via": gw} for gw in (self.gateway4, self.gateway6) if gw]
+        # "0.0.0.0/0" and "::/0", not "default": cloud-init before 23.1 (Debian 12's 22.4)
+        # refuses "to: default" and then configures no network at all.
+        routes = [{"to": to, "via": gw} for to, gw in (("0.0.0.0/0", self.gateway4),
+                                                       ("::/0", self.gateway6)) if gw]
         if routes:
             out["routes"] = routes
         if self.nameservers:

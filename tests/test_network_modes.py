@@ -228,8 +228,8 @@ def test_bridge_guest_config_is_static():
     assert config.netplan() == {
         "match": {"macaddress": MAC}, "set-name": "eth0", "dhcp4": False,
         "addresses": ["203.0.113.10/24", "2001:db8::10/64"],
-        "routes": [{"to": "default", "via": "203.0.113.1"},
-                   {"to": "default", "via": "2001:db8::1"}],
+        "routes": [{"to": "0.0.0.0/0", "via": "203.0.113.1"},
+                   {"to": "::/0", "via": "2001:db8::1"}],
         "nameservers": {"addresses": ["203.0.113.53"]}}
     mtu = BridgeMode({"name": "pub", "options": {"bridge": "br0", "mtu": 9000}})
     assert mtu.guest_config(public_nic()).netplan()["mtu"] == 9000
@@ -289,14 +289,14 @@ def test_nat_guest_config_dhcp_and_static_with_the_bridge_as_gateway_and_dns():
     config = NAT.guest_config(nat_nic())
     assert config.netplan() == {
         "match": {"macaddress": MAC}, "set-name": "eth0", "dhcp4": True,
-        "addresses": ["10.88.0.10/24"], "routes": [{"to": "default", "via": "10.88.0.1"}],
+        "addresses": ["10.88.0.10/24"], "routes": [{"to": "0.0.0.0/0", "via": "10.88.0.1"}],
         "nameservers": {"addresses": ["10.88.0.1"]}}
     dual = NatMode({"name": "priv", "options": {**NAT.options,
                                                 "ipv6_address": "2001:db8:88::1"}})
     nic = nat_nic(addresses=[Address("10.88.0.10", 24), Address("2001:db8:88::10", 64)],
                   dns=["10.88.0.53"])
     assert dual.guest_config(nic).netplan()["routes"] == [
-        {"to": "default", "via": "10.88.0.1"}, {"to": "default", "via": "2001:db8:88::1"}]
+        {"to": "0.0.0.0/0", "via": "10.88.0.1"}, {"to": "::/0", "via": "2001:db8:88::1"}]
     assert dual.guest_config(nic).nameservers == ["10.88.0.53"]
     v6_only = nat_nic(addresses=[Address("2001:db8:88::10", 64)])
     assert dual.guest_config(v6_only).dhcp4 is False  # no IPv4: no DHCP host entry

@@ -101,7 +101,7 @@ def test_a_vm_on_a_network_gets_ipv4_and_ipv6_addresses_and_gives_them_back(env:
     assert nic["mac"] in xml and "hvp-pub" in xml
     config = admin.get(f"/api/v1/vms/{vm['id']}/network-config").body
     assert config["ethernets"]["eth0"]["addresses"] == ["203.0.113.10/24", "2001:db8::2/64"]
-    assert {"to": "default", "via": "203.0.113.1"} in config["ethernets"]["eth0"]["routes"]
+    assert {"to": "0.0.0.0/0", "via": "203.0.113.1"} in config["ethernets"]["eth0"]["routes"]
     assert _usage(admin, env["v4"])["in_use"] == 1
     admin.run("DELETE", f"/api/v1/vms/{vm['id']}")
     assert _usage(admin, env["v4"])["in_use"] == 0 and _usage(admin, env["v6"])["in_use"] == 0

@@ -14,7 +14,7 @@ from hypervisor_panel.vms.seed import Seed, hash_password, read_seed
 NETWORK = {"version": 2, "ethernets": {"eth0": {
     "match": {"macaddress": "52:54:00:aa:bb:cc"}, "set-name": "eth0", "dhcp4": False,
     "addresses": ["203.0.113.10/24", "2001:db8::10/64"],
-    "routes": [{"to": "default", "via": "203.0.113.1"}]}}}
+    "routes": [{"to": "0.0.0.0/0", "via": "203.0.113.1"}]}}}
 
 
 def seed(**extra) -> Seed:
