@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEBS := scripts/install-debs.sh
 
 # To build libvirt-python and run the panel.
-RUN_DEBS := pkg-config libvirt-dev gcc python3-dev python3-venv libvirt-clients
+RUN_DEBS := pkg-config libvirt-dev gcc python3-dev python3-venv libvirt-clients python3-libnbd libnbd-bin
 # What the tests run for real: libvirtd + QEMU (TCG guests), guest building, browser, desktop.
 TEST_DEBS := libvirt-daemon-system libvirt-daemon libvirt-daemon-driver-qemu \
 	qemu-system-x86 qemu-utils dnsmasq-base iptables busybox-static cpio lvm2 \
@@ -17,7 +17,7 @@ TEST_DEBS := libvirt-daemon-system libvirt-daemon libvirt-daemon-driver-qemu \
 	libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
 	libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 \
 	libnss3 libegl1 libgl1 libxkbfile1 libxcomposite1 libxdamage1 libxrandr2 libxtst6 \
-	mmdebstrap grub-pc-bin fdisk dropbear-bin isolinux syslinux-common
+	mmdebstrap grub-pc-bin fdisk dropbear-bin isolinux syslinux-common python3-openssl
 
 HOST ?= 127.0.0.1
 PORT ?= 8080

@@ -1,4 +1,4 @@
-"""Command line: ``python app.py serve|desktop``."""
+"""Command line: ``python app.py serve|desktop|backup-panel|restore-panel``."""
 
 from __future__ import annotations
 
@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="libvirt URI of the first node (default: qemu:///system, "
                             "else the embedded demo node)")
         p.set_defaults(func=func)
+    from .backups.panel_cli import add_commands
+    from .panel import default_data_dir
+
+    add_commands(sub, default_data_dir)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

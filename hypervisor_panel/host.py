@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .auth import Auth
+    from .backups.restoring import BackupRestorer
+    from .backups.schedules import ScheduleService
+    from .backups.service import BackupService
+    from .backups.taking import BackupTaker
+    from .backups.targets import BackupTargetService
     from .catalog import PluginCatalog
     from .events import EventLog
     from .ip_pools import IPPoolService
@@ -52,3 +57,8 @@ class PanelHost(Protocol):
     os_templates: OSTemplateService
     recipes: RecipeService
     vms: VMService
+    backup_targets: BackupTargetService
+    backups: BackupService
+    backup_taker: BackupTaker
+    backup_restorer: BackupRestorer
+    backup_schedules: ScheduleService

@@ -15,6 +15,12 @@ import pluggy
 
 from .api import core_routes
 from .auth import Auth
+from .backups.panel_pending import apply_pending
+from .backups.restoring import BackupRestorer
+from .backups.schedules import ScheduleService
+from .backups.service import BackupService
+from .backups.taking import BackupTaker
+from .backups.targets import BackupTargetService
 from .catalog import PluginCatalog
 from .events import EventLog, EventRecord
 from .ip_pools import IPPoolService
@@ -58,6 +64,7 @@ class Panel:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         self.default_storage_path = default_storage_path
+        apply_pending(self.data_dir)  # a panel restore asked for through the API
         self.store = Store(self.data_dir / "panel.db")
         self.pm = pm or get_plugin_manager(plugins)
         self.plugins = PluginCatalog(self.pm)
@@ -89,6 +96,17 @@ class Panel:
                                      self.registry.recipe_sources)
         self.recipes.require_vm = self.vms.require
         self.vms.attach_services(self.os_templates, self.recipes)
+        self.backup_targets = BackupTargetService(self.store, self.events, self.references,
+                                                  self.registry.backup_targets, self.data_dir)
+        self.backups = BackupService(self.store, self.tasks, self.events, self.references,
+                                     self.backup_targets, self.vms, self.nodes, self.storages,
+                                     self.data_dir)
+        self.backup_taker = BackupTaker(self.backups)
+        self.backup_restorer = BackupRestorer(self.backups)
+        self.backup_schedules = ScheduleService(self.store, self.tasks, self.events,
+                                                self.references)
+        self.backup_schedules.run = self.backup_taker.run_schedule
+        self.backup_schedules.check_target = self.backup_targets.require
         self.nodes.on_connected.append(self.storages.ensure_on_node)
         self.nodes.on_connected.append(self.networks.ensure_on_node)
         self.nodes.on_domain_event = self.vms.on_domain_event
@@ -121,6 +139,7 @@ class Panel:
                     self.storages.create_default(spec)
                 except Exception as exc:  # the panel still runs; the admin adds a storage
                     log.warning("could not create the default storage: %s", exc)
+        self.backup_schedules.start()
         self.routes.extend(core_routes(self))
         self.routes.extend(collect_routes(self.pm, {"panel": self}))
         self.pm.hook.startup(panel=self)
@@ -130,6 +149,7 @@ class Panel:
     def close(self) -> None:
         if self.started:
             self.pm.hook.shutdown(panel=self)
+        self.backup_schedules.stop()
         self.tasks.shutdown()  # before the connections the tasks use are closed
         self.nodes.close()
         self.store.close()

@@ -29,6 +29,8 @@ __all__ = ["GIB", "STREAM_CHUNK", "BackingFileClones", "Disk", "StorageBackend",
 
 GIB = 1024**3
 STREAM_CHUNK = 4 * 1024 * 1024
+#: qcow2 volumes are made v3 (libvirt's default is 0.10, which cannot hold dirty bitmaps).
+QCOW2_COMPAT = "1.1"
 
 
 class StorageError(PanelError):
@@ -85,6 +87,8 @@ class StorageBackend:
         if fmt:
             target = ET.SubElement(vol, "target")
             ET.SubElement(target, "format", type=fmt)
+            if fmt == "qcow2":  # v3: dirty bitmaps (incremental backups) need it
+                ET.SubElement(target, "compat").text = QCOW2_COMPAT
         return vol
 
     def volume_name(self, vm: dict[str, Any], index: int = 0) -> str:

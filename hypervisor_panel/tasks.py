@@ -45,6 +45,12 @@ class TaskContext:
     def log(self, message: str) -> None:
         self._manager._update(self.task_id, {}, message)
 
+    def detail(self, percent: int, **fields: Any) -> None:
+        """Progress plus machine-readable detail (bytes done and total, throughput)
+        without a log line: for frequent updates of long transfers."""
+        self._manager._update(self.task_id, {"progress": max(0, min(100, int(percent))),
+                                             "detail": fields}, None)
+
     @property
     def cancelled(self) -> bool:
         return self.task_id in self._manager._cancel_requested

@@ -135,6 +135,7 @@ def test_clone_xml_is_a_qcow2_overlay_on_the_source(tmp_path: Path):
         base = pool.createXML(backend.volume_xml("base.qcow2", GIB), 0)
         root = parse(backend.clone_xml("vm1-disk0.qcow2", 2 * GIB, base))
         assert root.find("target/format").get("type") == "qcow2"
+        assert root.findtext("target/compat") == "1.1"  # dirty bitmaps need qcow2 v3
         assert root.findtext("backingStore/path") == \
             "/var/lib/libvirt/images/hvp-nfs-nfs1/base.qcow2"
         assert root.find("backingStore/format").get("type") == "qcow2"

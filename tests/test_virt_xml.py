@@ -71,7 +71,14 @@ def test_dir_pool_xml(tmp_path: Path):
                    "<target><path>/srv/vm</path></target></pool>")
     validate_with_libvirt_schema(xml, "storagepool", tmp_path)
     vol = DirStorage({"name": "local", "options": {"path": "/srv/vm"}}).volume_xml("d.qcow2", 5)
+    # qcow2 v3: libvirt's default (0.10) cannot hold the dirty bitmaps of incremental backups
+    assert vol == ("<volume><name>d.qcow2</name><capacity unit=\"bytes\">5</capacity>"
+                   "<allocation unit=\"bytes\">0</allocation><target>"
+                   "<format type=\"qcow2\" /><compat>1.1</compat></target></volume>")
     validate_with_libvirt_schema(vol, "storagevol", tmp_path)
+    raw = DirStorage({"name": "local", "options": {"path": "/srv/vm"}}).volume_xml("d.img", 5,
+                                                                                 "raw")
+    assert "<compat>" not in raw
 
 
 CAPS = """<capabilities><host><cpu><arch>x86_64</arch><model>Skylake</model></cpu></host>

@@ -6,6 +6,7 @@ from ..host import PanelHost
 from ..routes import RouteTable
 from . import (
     account,
+    backups,
     interfaces,
     networks,
     nodes,
@@ -22,6 +23,6 @@ def core_routes(panel: PanelHost) -> RouteTable:
     """Every core route (the web glue serves them; OpenAPI describes them)."""
     table = RouteTable()
     for module in (system, account, nodes, templates, storages, networks, os_templates,
-                   recipes, vms, interfaces):
+                   recipes, vms, interfaces, backups):
         module.declare(table, panel)
     return table

@@ -33,6 +33,8 @@ TASK = obj(
     error={"anyOf": [{"type": "null"}, obj(["code", "message"], code={"type": "string"},
                                            message={"type": "string"})]},
     result={}, created=TIME,
+    detail={"type": "object", "description": "transfer progress: bytes_done, bytes_total, "
+                                              "rate_bytes_per_s"},
 )
 ACCEPTED = obj(["task"], task=TASK)
 VM = obj(

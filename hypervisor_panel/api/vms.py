@@ -28,6 +28,9 @@ INTERFACE = {
         "options": {"type": "object", "description": "per the mode's nic_options_schema"},
     },
 }
+TAGS = {"type": "array", "maxItems": 32, "uniqueItems": True,
+        "description": "labels (backup schedules select VMs by tag)",
+        "items": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
 CREATE = {
     "type": "object",
     "additionalProperties": False,
@@ -68,6 +71,7 @@ CREATE = {
                        "description": "the VM's interfaces (instead of network/ip)"},
         "owner": ID,
         "description": {"type": "string", "maxLength": 500},
+        "tags": TAGS,
         "start": {"type": "boolean", "description": "Start the VM once it is created"},
         "vnc": {"type": "boolean"},
         "boot": {
@@ -85,7 +89,8 @@ CREATE = {
     },
 }
 PATCH = {"type": "object", "additionalProperties": False, "minProperties": 1,
-         "properties": {"description": {"type": "string", "maxLength": 500}}}
+         "properties": {"description": {"type": "string", "maxLength": 500},
+                        "tags": TAGS}}
 EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 ACTION_BODIES = {
     "start": EMPTY,

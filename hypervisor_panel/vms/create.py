@@ -287,6 +287,7 @@ class Creator:
             "vcpus": template["vcpus"], "cpu_shares": template.get("cpu_shares", 1024),
             "disk_gib": template["disk_gib"], "description": data.get("description", ""),
             "boot": data.get("boot"), "image": data.get("image"),
+            "adopt_volume": data.get("adopt_volume"), "tags": data.get("tags", []),
             "vnc": data.get("vnc", False), "status": "creating", "disks": [], "interfaces": [],
             "created": time.time(), **{k: v for k, v in extra.items() if k != "storage"},
         })

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 DEFAULT_STOP_TIMEOUT = 60
 UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                   | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                  | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)  # backups' checkpoints
 
 
 class Lifecycle:

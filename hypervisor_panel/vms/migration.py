@@ -26,7 +26,7 @@ from ..virt.errors import libvirt_message
 from .lifecycle import Lifecycle
 from .nics import VMNetworking
 from .reconcile import Reconciler
-from .records import TABLE, VMRecord
+from .records import TABLE, VMRecord, refuse_during_backup
 
 if TYPE_CHECKING:
     from ..nodes import NodeManager
@@ -112,6 +112,7 @@ class Migrator:
     # -- the task ---------------------------------------------------------------------
     def submit(self, vm: VMRecord, body: dict[str, Any], user: dict[str, Any]
                ) -> dict[str, Any]:
+        refuse_during_backup(self.tasks, vm)
         problems = self.problems(vm, body["node"])
         if problems:
             raise Conflict("cannot migrate: " + "; ".join(problems), code="migration_refused",

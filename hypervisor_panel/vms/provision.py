@@ -62,6 +62,9 @@ class Provisioner:
                    ) -> libvirt.virStorageVol:
         storage_name = backend.storage["name"]
         backend.ensure_pool(conn)
+        if vm.get("adopt_volume"):  # a restored backup: the disk exists already
+            ctx.progress(10, f"using the restored volume {volume_name} in {storage_name}")
+            return backend.lookup_volume(conn, volume_name)
         if vm.get("image"):
             how = "linked clone" if backend.copy_on_write else "full copy"
             ctx.progress(10, f"cloning image {vm['image']} ({how}) in {storage_name}")
@@ -88,7 +91,7 @@ class Provisioner:
         vm: VMRecord = self.store.require(TABLE, vm_id, "VM")  # type: ignore[assignment]
         conn = self.nodes.connection(vm["node"]).get()
         backend = self.storages.backend(self.storages.require(vm["storage"]))
-        volume_name = backend.volume_name(vm)
+        volume_name = vm.get("adopt_volume") or backend.volume_name(vm)
         made: list[str] = []  # volumes this create made (removed if it fails)
         defined = False
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from ..errors import Conflict
+
 TABLE = "vms"
 
 
@@ -44,3 +46,16 @@ class VMRecord(TypedDict, total=False):
     boot_order: list[str]
     external_change: float
     created: float
+
+
+def backup_lock(vm_id: str) -> str:
+    """The task lock a running backup of the VM holds (migrate and delete wait for it)."""
+    return f"vm-backup:{vm_id}"
+
+
+def refuse_during_backup(tasks: Any, vm: VMRecord) -> None:
+    """409 while a backup of ``vm`` runs: it needs the VM's disks where they are."""
+    holder = tasks.busy(backup_lock(vm["id"]))
+    if holder:
+        raise Conflict(f"VM {vm['name']!r} is being backed up (task {holder}); try again "
+                       "when the backup has finished", code="vm_backup_running")

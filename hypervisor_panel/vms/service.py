@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from ..virt.domain_xml import serial_log_path
 from ..vm_templates import VMTemplateService
 from ..volumes import volume_ref
 from .create import Creator
+from .disk_swap import replace_disks
 from .guest_keys import GuestKeyStore
 from .guest_os import GuestOS
 from .install import Installer
@@ -34,7 +36,7 @@ from .migration import Migrator
 from .nics import VMNetworking
 from .provision import PrepareDomain, Provisioner
 from .reconcile import Reconciler
-from .records import TABLE, VMRecord
+from .records import TABLE, VMRecord, refuse_during_backup
 
 if TYPE_CHECKING:
     from ..nodes import NodeManager
@@ -138,6 +140,10 @@ class VMService:
     def view(self, vm_id: str, user: dict[str, Any]) -> dict[str, Any]:
         return self.public(self.require(vm_id, user))
 
+    def records(self) -> list[VMRecord]:
+        """Every VM record (for the backup schedules' selections)."""
+        return self.store.all(TABLE)  # type: ignore[return-value]
+
     def on_node(self, node_id: str) -> list[VMRecord]:
         return self.store.find(TABLE, node=node_id)  # type: ignore[return-value]
 
@@ -213,6 +219,14 @@ class VMService:
                          os_template=body["os_template"])
         return task
 
+    def replace_disks(self, vm_id: str, volumes: dict[str, str],
+                      log: Callable[[str], None]) -> dict[str, Any]:
+        """A restore in place: swap new volumes in (see vms/disk_swap.py)."""
+        vm = replace_disks(self.store, self.nodes, self.storages, self.lifecycle,
+                           self.provisioner, vm_id, volumes, log)
+        self.events.emit("vm.restore", vm_id, disks=sorted(volumes))
+        return self.public(vm)
+
     # -- interfaces (vms/interfaces.py) ----------------------------------------------------
     def add_interface(self, vm_id: str, body: dict[str, Any], user: dict[str, Any]
                       ) -> dict[str, Any]:
@@ -248,6 +262,7 @@ class VMService:
         vm = self.require(vm_id, user)
         if vm.get("status") == "creating":
             raise Conflict(f"VM {vm['name']!r} is still being created", code="vm_busy")
+        refuse_during_backup(self.tasks, vm)
         task = self.tasks.submit(
             "vm.delete", lambda ctx: self._delete_body(vm_id, keep_disks),
             title=f"Delete VM {vm['name']}", owner=user["id"], lock_key=f"vm:{vm_id}",

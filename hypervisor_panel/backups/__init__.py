@@ -1,0 +1,1 @@
+"""Backups: VM and panel archives written to backup targets."""

@@ -1,0 +1,184 @@
+"""Writing a restored disk into a NEW volume, through libvirt (so on any node).
+
+``virStorageVol.upload`` stores bytes as they come (it knows no image format), so:
+
+* a raw target is made with the back end's ``create_volume`` and filled with one
+  sparse upload stream (holes are skipped on file volumes, written as zeros on block
+  devices, whose new extents may hold old data);
+* a qcow2 target is filled as a temporary raw volume in the same pool, then copied into
+  a new qcow2 (compat 1.1) volume with ``createXMLFrom`` (libvirt runs ``qemu-img convert``
+  on the node, which keeps it sparse), and the temporary volume is deleted;
+* a back end that streams volumes itself (RBD: ``upload`` overridden) gets the image as
+  a plain byte stream through its own ``upload``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import libvirt
+
+from ..storage import StorageBackend, call_libvirt
+from ..virt.errors import libvirt_message
+from .archive import CHUNK, ZERO_CHUNK, BackupError
+from .chain import Piece
+
+
+@dataclass(frozen=True)
+class DiskPlacement:
+    """Where a restored disk goes: a storage back end, a new volume name, its format."""
+
+    backend: StorageBackend
+    name: str
+    fmt: str | None = None  # qcow2 | raw; None: the back end's own format
+
+
+@dataclass(frozen=True)
+class RestoredVolume:
+    """A volume a restore made."""
+
+    target: str  # the disk's dev in the backed-up domain (vda, ...)
+    pool: str
+    name: str
+    path: str
+    format: str
+    capacity: int
+
+
+Advance = Callable[[int], None]
+
+
+def target_format(placement: DiskPlacement) -> str:
+    """The format of the volume a placement makes."""
+    fmt = placement.fmt or placement.backend.volume_format or "raw"
+    if fmt not in ("qcow2", "raw"):
+        raise BackupError(f"cannot restore into a {fmt} volume (qcow2 or raw only)")
+    return fmt
+
+
+def _send(stream: libvirt.virStream, data: bytes) -> None:
+    while data:
+        sent = stream.send(data)
+        if sent is None or sent < 0:
+            raise BackupError("the volume upload stream refused data")
+        data = data[sent:]
+
+
+def upload_pieces(conn: libvirt.virConnect, vol: libvirt.virStorageVol, size: int,
+                  pieces: Iterator[Piece], advance: Advance) -> None:
+    """Write ``pieces`` (covering ``[0, size)``) into ``vol`` with one upload stream."""
+    sparse = vol.info()[0] == libvirt.VIR_STORAGE_VOL_FILE
+    stream = conn.newStream(0)
+    flags = libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM if sparse else 0
+    call_libvirt(vol.upload, stream, 0, size, flags, what=f"upload to volume {vol.name()}")
+    try:
+        for _offset, length, data in pieces:
+            if data is not None:
+                _send(stream, data)
+            elif sparse:
+                stream.sendHole(length, 0)
+            else:
+                for start in range(0, length, CHUNK):
+                    _send(stream, ZERO_CHUNK[:min(CHUNK, length - start)])
+            advance(length)
+        stream.finish()
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        raise
+
+
+class PieceReader(io.RawIOBase):
+    """The pieces as a readable file (zeros for holes), for a back end's own ``upload``."""
+
+    def __init__(self, pieces: Iterator[Piece], advance: Advance) -> None:
+        self.pieces, self.advance = pieces, advance
+        self.data, self.pos, self.zeros = b"", 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        """Fill ``buffer`` from the pieces (zeros for holes); 0 at the end."""
+        while self.pos >= len(self.data) and not self.zeros:
+            piece = next(self.pieces, None)
+            if piece is None:
+                return 0
+            self.advance(piece[1])
+            self.data, self.pos = (piece[2] or b""), 0
+            self.zeros = 0 if piece[2] is not None else piece[1]
+        if self.zeros:
+            n = min(len(buffer), self.zeros, CHUNK)
+            buffer[:n] = ZERO_CHUNK[:n]
+            self.zeros -= n
+            return n
+        n = min(len(buffer), len(self.data) - self.pos)
+        buffer[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+def _described(vol: libvirt.virStorageVol, dev: str, fmt: str) -> RestoredVolume:
+    return RestoredVolume(dev, vol.storagePoolLookupByVolume().name(), vol.name(), vol.path(),
+                          fmt, vol.info()[1])
+
+
+def write_disk(conn: libvirt.virConnect, dev: str, placement: DiskPlacement, size: int,
+               pieces: Iterator[Piece], advance: Advance,
+               created: list[tuple[StorageBackend, str]]) -> RestoredVolume:
+    """Make the new volume and fill it; every volume made is appended to ``created``."""
+    backend, fmt = placement.backend, target_format(placement)
+    pool = backend.pool(conn)
+    with contextlib.suppress(libvirt.libvirtError):
+        pool.refresh(0)
+    if placement.name in pool.listVolumes():
+        raise BackupError(f"volume {placement.name} already exists in pool {pool.name()}: "
+                          "a restore never writes over a volume", code="volume_exists")
+    if type(backend).upload is not StorageBackend.upload and fmt != "qcow2":
+        vol = backend.create_volume(conn, placement.name, size, placement.fmt)
+        created.append((backend, placement.name))
+        backend.upload(conn, placement.name,
+                       io.BufferedReader(PieceReader(pieces, advance), CHUNK), size)
+        return _described(vol, dev, fmt)
+    if fmt == "raw":
+        vol = backend.create_volume(conn, placement.name, size, placement.fmt)
+        created.append((backend, placement.name))
+        upload_pieces(conn, vol, size, pieces, advance)
+        return _described(vol, dev, fmt)
+    temp = f"{placement.name}.restore-{secrets.token_hex(3)}.raw"
+    raw = call_libvirt(pool.createXML, backend.volume_xml(temp, size, "raw"), 0,
+                       what=f"create the temporary volume {temp}")
+    created.append((backend, temp))
+    upload_pieces(conn, raw, size, pieces, advance)
+    vol = call_libvirt(pool.createXMLFrom, backend.volume_xml(placement.name, size, "qcow2"),
+                       raw, 0, what=f"convert the restored disk into {placement.name}")
+    created.append((backend, placement.name))
+    _delete(backend, conn, temp)
+    created.remove((backend, temp))
+    return _described(vol, dev, fmt)
+
+
+def _delete(backend: StorageBackend, conn: libvirt.virConnect, name: str) -> None:
+    try:
+        backend.delete_volume(conn, name)
+    except Exception as exc:  # noqa: BLE001 - reported by the caller's cleanup
+        message = getattr(exc, "message", None) or (
+            libvirt_message(exc) if isinstance(exc, libvirt.libvirtError) else str(exc))
+        raise BackupError(f"cannot delete volume {name}: {message}") from exc
+
+
+def remove_volumes(conn: libvirt.virConnect, created: list[tuple[StorageBackend, str]]
+                   ) -> list[str]:
+    """Delete what a failed restore made (newest first); the problems met."""
+    problems = []
+    for backend, name in reversed(created):
+        try:
+            _delete(backend, conn, name)
+        except BackupError as exc:
+            problems.append(exc.message)
+    created.clear()
+    return problems
