@@ -19,7 +19,7 @@ from ..tasks import TaskContext
 from ..vms.records import backup_lock
 from .backup_job import forget_checkpoints
 from .service import BackupService
-from .taking import SYSTEM, _meter
+from .taking import SYSTEM, Meter
 from .vm_restore import DiskPlacement, read_metadata, restore_chain
 
 RESTORE_SCHEMA = {
@@ -93,8 +93,10 @@ class BackupRestorer:
                 "volume(s); the VM's disks are untouched until then")
         # Checked while written (one read of the archives): the new volumes are swapped in
         # only after every hash matched, and deleted when one does not.
+        meter = Meter(ctx)
         result = restore_chain(conn, self.backups.refs(chain), placements, verify_first=False,
-                               progress=_meter(ctx), cancelled=lambda: ctx.cancelled)
+                               progress=meter, cancelled=lambda: ctx.cancelled)
+        meter.finish()
         ctx.log("archives verified and disks written; stopping the VM and swapping them in")
         after = vms.replace_disks(vm_id, {dev: vol.name for dev, vol in result.volumes.items()},
                                   ctx.log)
@@ -125,9 +127,11 @@ class BackupRestorer:
                      if d.get("device", "disk") == "disk"), "vda")
         conn = self.backups.nodes.connection(node_id).get()
         ctx.log(f"verifying {len(chain)} archive(s), then writing {volume} on the new node")
+        meter = Meter(ctx)
         result = restore_chain(conn, refs, {main: DiskPlacement(backend, volume)},
-                               verify_first=False, progress=_meter(ctx),
+                               verify_first=False, progress=meter,
                                cancelled=lambda: ctx.cancelled)
+        meter.finish()
         request: dict[str, Any] = {"name": body["name"], "vm_template": template,
                                    "storage": storage_id, "node": node_id,
                                    "adopt_volume": result.volumes[main].name,

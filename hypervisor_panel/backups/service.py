@@ -139,6 +139,7 @@ class BackupService:
                                           bytes_total=total),
                                cancelled=lambda: ctx.cancelled)
             done += item["size"]
+        ctx.detail(100, bytes_done=total, bytes_total=total)
         self.store.update(TABLE, backup["id"], {"verified": True})
         ctx.log("every hash matches")
         return {"backup": backup["id"], "archives": len(chain), "ok": True}

@@ -29,20 +29,30 @@ SYSTEM = {"id": None, "role": "admin", "name": "scheduler"}
 CONFLICTING = ("vm.migrate", "vm.delete", "vm.create", "vm.reinstall", "backup.restore")
 
 
-def _meter(ctx: TaskContext) -> Callable[[int, int], None]:
-    """A progress callback that reports bytes, percent and throughput (a log line per 10%)."""
-    began, last = time.monotonic(), [-1]
+class Meter:
+    """A progress callback that reports bytes, percent and throughput to a task (a log line
+    per 10%); :meth:`finish` records the end (the engine throttles its last calls away)."""
 
-    def report(done: int, total: int) -> None:
-        rate = done / max(time.monotonic() - began, 1e-3)
-        percent = 100 * done // total if total else 100
-        ctx.detail(min(percent, 99), bytes_done=done, bytes_total=total,
-                   rate_bytes_per_s=int(rate))
-        if percent // 10 != last[0]:
-            last[0] = percent // 10
-            ctx.log(f"{done / MIB:.1f} of {total / MIB:.1f} MiB read ({percent}%, "
-                    f"{rate / MIB:.1f} MiB/s)")
-    return report
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx, self.began, self.decile, self.total = ctx, time.monotonic(), -1, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        self.total = total
+        rate = done / max(time.monotonic() - self.began, 1e-3)
+        percent = min(100 * done // total, 100)
+        self.ctx.detail(min(percent, 99), bytes_done=done, bytes_total=total,
+                        rate_bytes_per_s=int(rate))
+        if percent // 10 != self.decile:
+            self.decile = percent // 10
+            self.ctx.log(f"{done / MIB:.1f} of {total / MIB:.1f} MiB ({percent}%, "
+                         f"{rate / MIB:.1f} MiB/s)")
+
+    def finish(self) -> None:
+        total = self.total
+        rate = total / max(time.monotonic() - self.began, 1e-3)
+        self.ctx.detail(100, bytes_done=total, bytes_total=total, rate_bytes_per_s=int(rate))
 
 
 class BackupTaker:
@@ -80,10 +90,12 @@ class BackupTaker:
         target = self.backups.targets.open(target_id)
         self._drop_stale_partials(ctx, target, f"vm-{vm_id}/")
         writer = target.open_write(archive)
+        meter = Meter(ctx)
         result = backup_domain(
-            dom, writer, vm_record=dict(vm), keep_checkpoints=keep, progress=_meter(ctx),
+            dom, writer, vm_record=dict(vm), keep_checkpoints=keep, progress=meter,
             parent=ParentBackup(parent["archive"], parent["checkpoint"]) if parent else None,
             cancelled=lambda: ctx.cancelled, nbd_server=NbdServer(), archive_name=archive)
+        meter.finish()
         for warning in result.warnings:
             ctx.log(f"note: {warning}")
         if result.fallback_reason:
@@ -166,9 +178,11 @@ class BackupTaker:
         archive = f"panel/{backup_id}.hvppanel"
         ctx.log(f"panel backup to {target_rec['name']} as {archive}"
                 f"{' (encrypted)' if passphrase else ''}")
+        meter = Meter(ctx)
         with self.backups.targets.open(target_id).open_write(archive) as writer:
             manifest = write_panel_archive(self.backups.data_dir, self.backups.store, writer,
-                                           passphrase, progress=_meter(ctx))
+                                           passphrase, progress=meter)
+        meter.finish()
         size = manifest.get("archive", {}).get("size", 0)
         record = self.backups.add({
             "id": backup_id, "name": f"panel-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -35,6 +35,9 @@ PAGES = {
     "/os-templates": ("os_templates", "OS templates"),
     "/recipes": ("recipes", "Recipes"),
     "/nodes": ("nodes", "Nodes"),
+    "/backups": ("backups", "Backups"),
+    "/backup-schedules": ("backup_schedules", "Backup schedules"),
+    "/backup-targets": ("backup_targets", "Backup targets"),
     "/tasks": ("tasks", "Tasks"),
 }
 

@@ -8,6 +8,7 @@ import {
 import { actionButtons, submitAction } from './vm_actions.js';
 import { setUpInterfaces, updateInterfaces } from './vm_interfaces.js';
 import { reinstallButton, setUpRecipes, updateRecipes } from './vm_recipes.js';
+import { setUpBackups, updateBackups } from './vm_backups.js';
 import { busy, changed, clearError, errorView, every, followTask, showError, showNotice } from './ui.js';
 
 const root = $('#vm');
@@ -97,8 +98,9 @@ function renderTask(task) {
 }
 
 async function follow(task) {
-  // A recipe runs in the guest (for hours, maybe): it does not hold the lifecycle buttons.
-  const blocking = task.kind !== 'recipe.run';
+  // A recipe runs in the guest (for hours, maybe) and a backup lets the VM start and stop:
+  // neither holds the lifecycle buttons.
+  const blocking = !['recipe.run', 'backup.vm'].includes(task.kind);
   watched = task.id;
   if (blocking) followed = task.id;
   lastTask = task;
@@ -164,7 +166,8 @@ async function load() {
   renderVM();
   updateInterfaces(vm);
   await Promise.all([loadTasks(),
-    updateRecipes(vm).catch((error) => showError(error, 'Loading recipes'))]);
+    updateRecipes(vm).catch((error) => showError(error, 'Loading recipes')),
+    updateBackups(vm).catch((error) => showError(error, 'Loading backups'))]);
 }
 
 // -- migration to another node --------------------------------------------------------------
@@ -352,6 +355,7 @@ async function start() {
     items('/vm-templates'), items('/nodes'), items('/storages')]);
   await setUpInterfaces(path, load).catch((error) => showError(error, 'Loading networks'));
   setUpRecipes(path, follow);
+  await setUpBackups(vmId, () => load()).catch((error) => showError(error, 'Loading backup targets'));
   await every(4000, load, 'Loading the VM');
   await loadConsole();
   setInterval(() => {

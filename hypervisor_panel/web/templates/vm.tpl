@@ -112,6 +112,33 @@
     <h3>Runs</h3>
     <div class="recipe-runs" data-testid="recipe-runs"><p class="muted">Loading…</p></div>
   </section>
+  <section class="card" data-testid="vm-backups-card" aria-labelledby="backups-heading">
+    <div class="card-head">
+      <h2 id="backups-heading">Backups</h2>
+      <a href="/backups" class="small" data-testid="vm-backups-all">all backups</a>
+    </div>
+    <div class="backup-tasks" data-testid="vm-backup-activity" aria-live="polite" hidden></div>
+% if user['role'] == 'admin':
+    <section class="restore-panel nested-panel" data-testid="restore-panel" hidden></section>
+% end
+    <div data-testid="vm-backups"><p class="muted">Loading…</p></div>
+% if user['role'] == 'admin':
+    <form id="vm-backup" class="inline-form" data-testid="vm-backup-form" autocomplete="off">
+      <label>Back up to
+        <select name="target" required data-testid="vm-backup-target"></select>
+      </label>
+      <label>Mode
+        <select name="mode" data-testid="vm-backup-mode">
+          <option value="auto">auto (incremental when possible)</option>
+          <option value="full">full</option>
+          <option value="incremental">incremental</option>
+        </select>
+      </label>
+      <button type="submit" class="btn-primary" data-testid="vm-backup-submit">Back up now</button>
+    </form>
+    <p class="help" data-testid="vm-backup-note" hidden></p>
+% end
+  </section>
   <section class="card" data-testid="last-task">
     <h2>Last task</h2>
     <div class="task-panel"><p class="muted">No task has run on this VM yet.</p></div>
