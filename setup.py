@@ -72,7 +72,7 @@ setup(
         "libvirt-python>=9.0",
         "tinydb>=4.8,<5",
         "bottle>=0.13",
-        "cheroot>=10",
+        "waitress>=3.0.2",
         "paramiko>=3.4",
         "apscheduler>=3.10,<4",
         "jsonschema>=4.20",
@@ -82,6 +82,7 @@ setup(
         "pyyaml>=6.0",
         "libpass>=1.9",
         "zstandard>=0.22",
+        "argon2-cffi>=23.1",
     ],
     extras_require={
         "desktop": ["pywebview[qt]>=5"],

@@ -219,7 +219,7 @@ class RequestMarker:
 
 
 class PanelHarness:
-    """A Panel on a private test-driver node, served by cheroot in a thread."""
+    """A Panel on a private test-driver node, served (waitress) in a thread."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir

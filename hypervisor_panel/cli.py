@@ -7,6 +7,7 @@ import faulthandler
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds a stop (start-up included) may take before the watchdog ends the process.
 STOP_GRACE = 4.0
+#: The panel's process creates every file and folder private (0600/0700): its data
+#: directory holds password hashes, keys and secrets.
+PRIVATE_UMASK = 0o077
 
 
 def build_panel(args: argparse.Namespace):
@@ -44,6 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .web.app import create_app
     from .web.server import make_server, serve_until
 
+    tls = tls_context(args)  # a bad certificate fails before anything starts
+    if tls is not None:
+        enable_tls(make_server(None, args.host, args.port), tls)  # supported? (binds nothing)
+    os.umask(PRIVATE_UMASK)
     stop = stop_on_signals()
     log.info("Starting the panel (pid %d)", os.getpid())
     panel = None
@@ -51,9 +59,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         panel = build_panel(args)
         if not stop.is_set():  # a signal during start-up: do not even open the port
             server = make_server(create_app(panel), args.host, args.port)
+            if tls is not None:
+                enable_tls(server, tls)
             server.prepare()
             host, port = server.bind_addr[:2]
-            print(f"Hypervisor panel on http://{host}:{port}/ (data: {panel.data_dir})",
+            scheme = "https" if tls is not None else "http"
+            print(f"Hypervisor panel on {scheme}://{host}:{port}/ (data: {panel.data_dir})",
                   flush=True)
             serve_until(server, stop)
     finally:
@@ -61,7 +72,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if panel is not None:
             panel.close()
         print("Hypervisor panel stopped", flush=True)
+        # The repeated signal (make forwards SIGTERM) may come this late, once Python is
+        # restoring the default handlers on its way out, which would kill the process.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
     return 0
+
+
+class TLSError(RuntimeError):
+    """The TLS options cannot be used (bad files, or a server without TLS support)."""
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server-side TLS context of ``--tls-cert``/``--tls-key`` (both or neither), or
+    None; the files are loaded here, so a bad certificate or key stops the start at once."""
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise TLSError("give both --tls-cert and --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSError(f"cannot use the TLS certificate {cert} and key {key}: {exc}") from exc
+    return context
+
+
+def enable_tls(server, context: ssl.SSLContext) -> None:
+    """Make ``server`` (from ``web.server.make_server``) serve HTTPS with ``context``.
+
+    The contract with web/server.py: a server that can serve TLS has ``use_tls(context)``,
+    called before ``prepare()``; over HTTPS (``wsgi.url_scheme == "https"``) the glue sends
+    ``Strict-Transport-Security`` and the session cookie is Secure.
+    """
+    use_tls = getattr(server, "use_tls", None)
+    if use_tls is None:
+        raise TLSError(f"the HTTP server in use ({type(server).__name__}) cannot serve TLS "
+                       "itself yet: run the panel behind a TLS proxy (which should send "
+                       "Strict-Transport-Security) and without --tls-cert/--tls-key")
+    use_tls(context)
 
 
 def stop_on_signals(grace: float = STOP_GRACE) -> threading.Event:
@@ -111,6 +162,7 @@ def _watchdog(stop: threading.Event, grace: float) -> None:
 def cmd_desktop(args: argparse.Namespace) -> int:
     from .desktop import run_desktop
 
+    os.umask(PRIVATE_UMASK)
     return run_desktop(build_panel(args), args)
 
 
@@ -128,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--node-uri", default=None,
                        help="libvirt URI of the first node (default: qemu:///system, "
                             "else the embedded demo node)")
+        if name == "serve":
+            p.add_argument("--tls-cert", default=None, metavar="PATH",
+                           help="serve HTTPS with this PEM certificate (chain)")
+            p.add_argument("--tls-key", default=None, metavar="PATH",
+                           help="the PEM private key of --tls-cert")
         p.set_defaults(func=func)
     from .backups.panel_cli import add_commands
     from .panel import default_data_dir
@@ -138,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except PluginLoadError as exc:
+    except (PluginLoadError, TLSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -68,7 +68,8 @@ def run_desktop(panel, args: argparse.Namespace) -> int:
               flush=True)
         return 2
 
-    server, port = serve_in_thread(create_app(panel), "127.0.0.1", args.port or 0)
+    server, port = serve_in_thread(create_app(panel, eval_scripts=True), "127.0.0.1",
+                                   args.port or 0)
     url = f"http://127.0.0.1:{port}/login"
     log.info("desktop window on %s", url)
     window = webview.create_window(WINDOW_TITLE, url, width=1200, height=800,

@@ -21,22 +21,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import paramiko
 
 from .cluster.ssh import CONNECT_TIMEOUT, HostKey, HostKeyMismatch, load_private_key
 from .errors import Invalid, PanelError, Unavailable
-from .tasks import TaskCancelled
 
 BOOT_TIMEOUT = 600.0
 POLL = 0.2  # seconds between looks at the output, the clock and the stop flag
 PARTIAL_FLUSH = 0.5  # a line without its newline is shown after this long
 TERM_GRACE = 5.0
 KILL_GRACE = 3.0
-MAX_KEPT_LINES = 2000
-MAX_LINE_CHARS = 4000
-SAVE_EVERY = 1.0  # seconds between saves of a running script's kept lines
 REMOTE_TMP = "/tmp"  # noqa: S108 - on the guest; a fresh 0700 dir is made by mkdir
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHEBANG_WORD = re.compile(r"^[A-Za-z0-9_./+-]+$")
@@ -193,47 +188,6 @@ class Outcome:
                            details={"exit_code": self.exit_code})
 
 
-class OutputLog:
-    """A script run's record: lines masked by ``redact`` go to ``log`` at once; the last
-    ``MAX_KEPT_LINES`` and the end state to ``write`` every second and at the end."""
-
-    def __init__(self, log: Callable[[str], None], write: Callable[[dict[str, Any]], None],
-                 redact: Callable[[str], str]) -> None:
-        self.log, self.write, self.redact = log, write, redact
-        self.lines: list[str] = []
-        self.dropped = 0
-        self.saved = time.monotonic()
-
-    def line(self, text: str) -> None:
-        text = self.redact(text)[:MAX_LINE_CHARS]
-        self.log(text)
-        self.lines.append(text)
-        if len(self.lines) > MAX_KEPT_LINES:
-            self.dropped += len(self.lines) - MAX_KEPT_LINES
-            del self.lines[:-MAX_KEPT_LINES]
-        if time.monotonic() - self.saved >= SAVE_EVERY:
-            self.save()
-
-    def save(self, **fields: Any) -> None:
-        head = [f"panel: ({self.dropped} earlier lines dropped)"] if self.dropped else []
-        self.write({**fields, "log": head + self.lines})
-        self.saved = time.monotonic()
-
-    def failed(self, exc: Exception, stopped: bool) -> Exception:
-        """Save how the run ended; the exception to raise instead, secrets masked."""
-        if isinstance(exc, TaskCancelled) or stopped:
-            self.save(state="cancelled", finished=time.time(),
-                      error={"code": "cancelled", "message": "cancelled"})
-            return TaskCancelled()
-        known = exc if isinstance(exc, PanelError) else \
-            PanelError(str(exc) or repr(exc), code="recipe_run_failed")
-        clean = PanelError(self.redact(known.message), code=known.code, details=known.details)
-        code = clean.details.get("exit_code") if isinstance(clean.details, dict) else None
-        self.save(state="failed", finished=time.time(), exit_code=code,
-                  error={"code": clean.code, "message": clean.message})
-        return clean
-
-
 class ScriptRun:
     """One script on a logged-in client (see the module docstring)."""
 
@@ -294,11 +248,24 @@ class ScriptRun:
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise Unavailable("the SSH connection to the guest closed", code="guest_ssh")
-        channel = transport.open_session(timeout=15)
+        channel = self._open(transport)
         channel.set_combine_stderr(True)
         channel.settimeout(POLL)
         channel.exec_command(f"{self.sudo}setsid sh -c {shlex.quote(inner)} </dev/null")
         return channel
+
+    @staticmethod
+    def _open(transport: paramiko.Transport) -> paramiko.Channel:
+        """A session channel; retried (nothing runs yet): right after the SFTP upload,
+        dropbear sometimes closes a new channel at once ("Unable to open channel")."""
+        for attempt in range(3):
+            try:
+                return transport.open_session(timeout=15)
+            except paramiko.SSHException:
+                if attempt == 2 or not transport.is_active():
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
 
     def _follow(self, channel: paramiko.Channel, deadline: float,
                 stop: threading.Event) -> Outcome:

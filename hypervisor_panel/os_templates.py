@@ -51,6 +51,7 @@ CONFIGS = ("cloud-init", "script", "none")
 KINDS = ("image", "iso")
 INDEX_MAX_BYTES = 4 * 1024 * 1024
 MAX_ENTRIES = 10_000
+MAX_FILE_BYTES = 65536 * 1024**3  # a template file: at most the largest disk (64 TiB)
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$",
           "description": "SHA-256 of the file as stored in the repository (lower-case hex)"}
 _TEXT = {"type": "string", "maxLength": 64}
@@ -106,8 +107,9 @@ METADATA_PROPERTIES: dict[str, Any] = {
     "format": {"enum": list(FORMATS)},
     "compression": {"enum": list(COMPRESSIONS), "default": "none"},
     "sha256": SHA256,
-    "size": {"type": "integer", "minimum": 1, "description": "bytes of the stored file"},
-    "uncompressed_size": {"type": "integer", "minimum": 1},
+    "size": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_BYTES,
+             "description": "bytes of the stored file"},
+    "uncompressed_size": {"type": "integer", "minimum": 1, "maximum": MAX_FILE_BYTES},
     "description": {"type": "string", "maxLength": 500},
 }
 _RULES: list[dict[str, Any]] = [

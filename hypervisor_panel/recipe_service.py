@@ -16,8 +16,9 @@ from typing import Any
 
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import EventLog
-from .guest_ssh import BOOT_TIMEOUT, GuestEndpoint, OutputLog, run_on_guest
+from .guest_ssh import BOOT_TIMEOUT, GuestEndpoint, run_on_guest
 from .recipe_format import ParamValues, RecipeMeta, check_params, compatible, parse, parse_all
+from .recipe_output import OutputLog
 from .recipes import MAX_RECIPES, RecipeSource, RecipeText
 from .references import References
 from .store import Store

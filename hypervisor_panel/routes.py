@@ -6,14 +6,20 @@ schema, query parameters, response schema and success status once. The web glue
 declarations before calling the handler, and the OpenAPI document is generated from them,
 so what is declared is what is enforced. Handlers get an :class:`ApiRequest` and return a
 JSON-able object, a :class:`Reply` (another status) or a :class:`Stream` (bytes).
+
+A request body may be at most :data:`JSON_BODY_LIMIT` bytes, or :data:`UPLOAD_LIMIT` for a
+raw-body route (an upload); ``max_body`` overrides either for one route. Integers and
+numbers of the declared schemas get the bounds validation enforces where they give none.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Literal
+
+from .validation import with_bounds
 
 PREFIX = "/api/v1"
 Role = Literal["public", "user", "admin"]
@@ -22,6 +28,8 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 PATH_PARAM = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 Schema = dict[str, Any]
 Handler = Callable[..., Any]
+JSON_BODY_LIMIT = 1024 * 1024  # bytes of a JSON body (the largest field is a 512 KiB script)
+UPLOAD_LIMIT = 64 * 1024**4  # bytes of a raw body: an image as large as the largest disk
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,14 @@ class Route:
     raw_body: bool = False
     errors: tuple[int, ...] = ()  # error statuses beyond the ones every route may answer
     owner: str = "core"  # the plugin that declared it
+    max_body: int | None = None  # bytes; None: UPLOAD_LIMIT if raw_body else JSON_BODY_LIMIT
+
+    @property
+    def body_limit(self) -> int:
+        """The largest body this route accepts, in bytes (larger ones get a 413)."""
+        if self.max_body is not None:
+            return self.max_body
+        return UPLOAD_LIMIT if self.raw_body else JSON_BODY_LIMIT
 
     @property
     def params(self) -> list[str]:
@@ -123,7 +139,8 @@ class RouteTable:
               body: Schema | None = None, response: Schema | None = None,
               status: int | None = None, tags: tuple[str, ...] = (),
               query: Iterable[Query] = (), raw_body: bool = False,
-              errors: tuple[int, ...] = ()) -> Callable[[Handler], Handler]:
+              errors: tuple[int, ...] = (), max_body: int | None = None,
+              ) -> Callable[[Handler], Handler]:
         """Declare ``handler(req, **path_params)`` for ``method path``."""
         method = method.upper()
         if role not in ROLES:
@@ -135,12 +152,17 @@ class RouteTable:
 
         def declare(handler: Handler) -> Handler:
             self.add(Route(method, path, handler, summary, role, body, response, status,
-                           tags, tuple(query), raw_body, errors, self.owner))
+                           tags, tuple(query), raw_body, errors, self.owner, max_body))
             return handler
 
         return declare
 
     def add(self, route: Route) -> None:
+        """Add ``route`` (its schemas get the default number bounds); duplicates refused."""
+        if route.max_body is not None and route.max_body < 0:
+            raise ValueError(f"{route.method} {route.path}: max_body must be >= 0")
+        route = replace(route, body=with_bounds(route.body), query=tuple(
+            replace(q, schema=with_bounds(q.schema) or q.schema) for q in route.query))
         for other in self._routes:
             if other.key == route.key:
                 raise ValueError(f"{route.method} {route.path} is declared twice "

@@ -14,6 +14,10 @@ the panel puts every call behind one re-entrant lock and gives TinyDB a ``Journa
   crash between the rename and the truncation replays nothing twice.
 
 A torn last journal line (a write that was never acknowledged) is ignored on load.
+
+The snapshot, the journal and temporary files are created 0600 whatever the umask (files
+of earlier versions are tightened on open), and a folder the store creates is 0700: they
+hold password hashes and the panel's settings.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from tinydb.table import Document, Table
 from .errors import Conflict, NotFound
 
 Tables = dict[str, dict[str, dict]]
+FILE_MODE, DIR_MODE = 0o600, 0o700
 
 
 class CorruptStore(RuntimeError):
@@ -50,10 +55,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def open_private(path: Path, mode: str = "ab") -> Any:
+    """Open (creating) ``path`` as a file only its owner may read and write (0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # an existing file keeps its mode on open: tighten it
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) 0700; an existing folder is left as it is."""
+    if not path.is_dir():
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old or the new file, never a mix."""
+    """Write ``data`` to ``path`` (0600) so a reader sees the old or the new file, never
+    a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
+    with open_private(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -85,12 +110,14 @@ class JournaledStorage(Storage):
     def __init__(self, path: str, compact_every: int = 2000) -> None:
         self.path = Path(path)
         self.journal_path = self.path.with_name(self.path.name + ".journal")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
         self.compact_every = compact_every
+        if self.path.exists():
+            os.chmod(self.path, FILE_MODE)  # written by an earlier version, maybe 0644
         self._data, self._seq = self._load()
         self._shadow: Tables = copy.deepcopy(self._data)
         self._seen: dict[str, dict] = dict(self._data)
-        self._journal = open(self.journal_path, "ab")  # noqa: SIM115 - kept open on purpose
+        self._journal = open_private(self.journal_path)  # kept open on purpose
         self._entries = 0
 
     # -- loading ---------------------------------------------------------------------
@@ -172,10 +199,10 @@ class JournaledStorage(Storage):
         snapshot = json.dumps({"seq": self._seq, "tables": self._shadow}, separators=(",", ":"))
         atomic_write(self.path, snapshot.encode())
         self._journal.close()
-        with open(self.journal_path, "wb") as fh:
+        with open_private(self.journal_path, "wb") as fh:
             fh.flush()
             os.fsync(fh.fileno())
-        self._journal = open(self.journal_path, "ab")  # noqa: SIM115
+        self._journal = open_private(self.journal_path)
         self._entries = 0
 
 
@@ -353,6 +380,11 @@ class Store:
     def count(self, table: str) -> int:
         with self._lock:
             return len(self._table(table))
+
+    def compact(self) -> None:
+        """Write a fresh snapshot and empty the journal now (after removing secrets)."""
+        with self._lock:
+            self._db.storage.compact()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         with self._lock:

@@ -121,7 +121,7 @@ def test_backup_schedule_fault_incremental_and_restores(env: dict[str, Any]) -> 
     # 2. The FTP server dies in the middle of an upload: a clear failure, nothing listed.
     slow = env["slow"]
     slow_tid = admin.post("/api/v1/backup-targets", {"name": f"slow-{tag}", "backend": "ftp",
-                                                      "options": slow.options()}).body["id"]
+                                                      "options": slow.options(timeout=30)}).body["id"]
     resp = admin.post(f"/api/v1/vms/{vm['id']}/actions/backup", {"target": slow_tid,
                                                                  "mode": "full"})
     assert resp.status == 202, resp

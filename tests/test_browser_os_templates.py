@@ -9,8 +9,10 @@ is a local folder with an ``index.json``.
 The recipe runs shown on the VM page are real tasks of the panel: the VM (installed from a
 template image that does not boot an OS) has a user-mode network with a 127.0.0.1 forward of
 its port 22, so the run waits for an SSH banner that never comes, streaming its
-"waiting for SSH" line; the test cancels it from the page. Recipes really running in a
-booted guest are tested in tests/test_recipes.py and the real-guest tests.
+"waiting for SSH" line; the test cancels it from the page. One test boots a real guest
+(the fast busybox + dropbear image of tests/support/images.py, on SSH within seconds under
+TCG) and watches its recipe's output stream into the VM page. Recipes in booted guests are
+also tested in tests/test_recipes.py and tests/test_os_install_real.py.
 
 Fixtures come from tests/support/browser.py, imported by name (hence F811 below). Every test
 asks for the server before the page, so the page closes before the server stops.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import subprocess
 import uuid
@@ -31,6 +34,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.support.browser import (  # noqa: F401  (fixtures are used by name)
     admin_page,
@@ -41,6 +45,10 @@ from tests.support.browser import (  # noqa: F401  (fixtures are used by name)
     sign_in,
 )
 from tests.support.client import Client
+from tests.support.images import ed25519_keypair, fast_image
+from tests.support.realvirt import REPO_ROOT
+from tests.test_os_install_real import login, sh
+from tests.test_os_install_real import upload_template as upload_fast_template
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # slow: the real libvirtd
 
@@ -70,6 +78,20 @@ OTHER_RECIPE = """#!/bin/sh
 # revision: 1
 # metadata_end
 echo other
+"""
+
+LIVE_RECIPE = """#!/bin/sh
+# metadata_begin
+# recipe: ui_live
+# tags: busybox
+# revision: 1
+# description_en: Counts to five, a line at a time
+# param: WHO type=string required=yes description="Who is counting"
+# param: PAUSE type=int default=1 description="Seconds between the lines"
+# metadata_end
+echo "counting for $WHO"
+for i in 1 2 3 4 5; do echo "line $i"; sleep "$PAUSE"; done
+echo "done counting"
 """
 
 
@@ -646,6 +668,130 @@ def test_create_a_vm_from_a_template_with_a_recipe_and_watch_its_runs(
     assert runs[0]["params"]["GREETING"] == "second"
     assert all("another-secret" not in line and "s3cret-value" not in line
                for r in runs for line in r["log"])
+
+
+@pytest.mark.timeout(600)
+def test_the_ui_creates_a_vm_from_a_template_with_a_recipe_and_watches_the_recipes_log(
+        admin_page: Page, server: str, real: dict[str, Any]):
+    """A real guest (the fast busybox + dropbear image): the recipe chosen in the create form
+    runs over SSH once the guest boots, and the VM page shows its output as it streams."""
+    page, admin, storage = admin_page, real["admin"], real["storage"]
+    image = fast_image(REPO_ROOT / ".cache" / "images")
+    os_template = upload_fast_template(admin, storage, image.qcow2, image.index)
+    assert os_template["tags"] == ["busybox", "dropbear", "fast", "test"], os_template
+    recipe = admin.post("/api/v1/recipes", {"script": LIVE_RECIPE})
+    assert recipe.status == 201, recipe
+    # Host ports of its own: panels of other test sessions on this host start at 20000.
+    low = random.randrange(30000, 60000, 100)  # noqa: S311 - not a secret
+    net = admin.post("/api/v1/networks", {"name": f"ui-live-{real['tag']}", "mode": "user",
+                                          "options": {"port_range": {"min": low,
+                                                                     "max": low + 99}}})
+    assert net.status == 201, net
+    private, public = ed25519_keypair("ui-live")
+
+    # The create form: the OS template, its recipe with a parameter, the user-mode network
+    # with an SSH forward (the panel logs in through it), root's key.
+    page.get_by_test_id("nav-vms").click()
+    form = page.get_by_test_id("create-vm-form")
+    name = f"ui-live-{real['tag']}"  # the libvirt domain's name: unique on the host
+    form.get_by_test_id("vm-name").fill(name)
+    form.get_by_test_id("vm-template").select_option(real["vm_template"]["id"])
+    form.get_by_test_id("vm-os-template").select_option(os_template["id"])
+    expect(form.get_by_test_id("vm-install")).to_be_visible()
+    recipe_select = form.get_by_test_id("vm-recipe")
+    expect(recipe_select).to_be_enabled()
+    recipe_select.select_option(recipe.body["id"])
+    params = form.get_by_test_id("vm-recipe-params")
+    expect(params.get_by_test_id("option-PAUSE")).to_have_value("1")
+    params.get_by_test_id("option-WHO").fill("the browser")
+    params.get_by_test_id("option-PAUSE").fill("2")  # time enough to see the log grow
+    form.get_by_test_id("vm-network").select_option(net.body["id"])
+    form.get_by_test_id("vm-nic-options").get_by_test_id("option-forwards").fill(
+        '[{"guest_port": 22}]')
+    form.get_by_test_id("vm-hostname").fill("ui-live")
+    form.get_by_test_id("vm-ssh-keys").fill(public)
+    with page.expect_request(lambda r: r.url.endswith("/api/v1/vms")
+                             and r.method == "POST") as sent:
+        form.get_by_test_id("create-vm-submit").click()
+    body = sent.value.post_data_json
+    assert body["recipe"] == recipe.body["id"], body
+    assert body["recipe_params"] == {"WHO": "the browser", "PAUSE": 2}, body
+    assert body["interfaces"] == [{"network": net.body["id"],
+                                   "options": {"forwards": [{"guest_port": 22}]}}], body
+    assert body["ssh_keys"] == [public], body
+    expect(page.get_by_test_id("notice")).to_contain_text(f"VM {name} created", timeout=120_000)
+
+    # The VM page: the run appears and its log grows line by line while the recipe runs.
+    row = page.locator(f'[data-testid="vm-row"][data-name="{name}"]')
+    vm_id = row.get_attribute("data-vm-id")
+    forward = admin.get(f"/api/v1/vms/{vm_id}").body["interfaces"][0]["options"]["forwards"][0]
+    assert forward["guest_port"] == 22 and low <= forward["host_port"] <= low + 99, forward
+    row.get_by_test_id("vm-link").click()
+    expect(page).to_have_url(re.compile(f"/vms/{vm_id}$"))
+    record_texts(page, "run-log")
+    card = page.get_by_test_id("vm-recipes-card")
+    run = card.locator('[data-testid="recipe-run"][data-name="ui_live"]')
+    log = run.get_by_test_id("run-log")
+    expect(run.get_by_test_id("run-name")).to_have_text("ui_live", timeout=60_000)
+    expect(run.get_by_test_id("run-params")).to_contain_text("WHO=the browser")
+    try:
+        # Once the guest answers on SSH (a failed run ends the wait at once).
+        page.wait_for_function("""() => {
+            const run = document.querySelector('[data-testid="recipe-run"][data-name="ui_live"]');
+            return run && (!['queued', 'running'].includes(run.dataset.state)
+                           || run.querySelector('[data-testid="run-log"]').textContent.includes('line 2'));
+        }""", timeout=240_000)
+        expect(log).to_contain_text("line 2", timeout=1_000)
+        expect(log).to_contain_text("line 5", timeout=60_000)
+        expect(run.get_by_test_id("run-state")).to_have_text("succeeded", timeout=60_000)
+    except (AssertionError, PlaywrightTimeout) as error:
+        raise AssertionError(f"{error}\n{guest_report(admin, vm_id)}\n"
+                             f"{guest_inside(real, private, vm_id)}") from None
+    expect(run.get_by_test_id("run-exit-code")).to_have_text("exit code 0")
+    expect(log).to_contain_text("counting for the browser")
+    expect(log).to_contain_text("done counting")
+    text = log.text_content() or ""
+    positions = [text.index(f"line {i}") for i in range(1, 6)]
+    assert positions == sorted(positions), text
+    expect(run.get_by_test_id("run-cancel")).to_have_count(0)
+    expect(page.get_by_test_id("alert")).to_be_hidden()
+
+    # What the page showed on the way: a partial log (line 2, not yet line 5), then all.
+    seen = seen_texts(page)
+    partial = [i for i, t in enumerate(seen) if "line 2" in t and "line 5" not in t]
+    complete = [i for i, t in enumerate(seen) if all(f"line {n}" in t for n in range(1, 6))]
+    assert partial and complete and partial[0] < complete[0], seen
+    screenshot(page, "vm-recipe-live-log.png")
+    (stored,) = admin.get(f"/api/v1/vms/{vm_id}/recipe-runs").body["items"]
+    assert stored["state"] == "succeeded" and stored["exit_code"] == 0, stored
+    assert [line for line in stored["log"] if line.startswith("line ")] == \
+        [f"line {i}" for i in range(1, 6)], stored["log"]
+
+
+def guest_report(admin: Client, vm_id: str) -> str:
+    """What the panel knows of a guest whose recipe did not get through (for a failure)."""
+    runs = admin.get(f"/api/v1/vms/{vm_id}/recipe-runs").body.get("items", [])
+    tasks = [admin.get(f"/api/v1/tasks/{r['task']}").body for r in runs if r.get("task")]
+    vm = admin.get(f"/api/v1/vms/{vm_id}").body
+    console = admin.get(f"/api/v1/vms/{vm_id}/console").body.get("text", "")
+    return "\n".join([
+        f"VM: state={vm.get('state')} interfaces={vm.get('interfaces')}",
+        *(f"run {r['name']}: state={r['state']} exit={r.get('exit_code')} "
+          f"error={r.get('error')} log={r.get('log')}" for r in runs),
+        *(f"task {t.get('id')}: state={t.get('state')} error={t.get('error')} "
+          f"log={t.get('log')}" for t in tasks),
+        "console (tail):", console[-4000:]])
+
+
+def guest_inside(real: dict[str, Any], private: str, vm_id: str) -> str:
+    """dropbear's log, the kernel's last lines and the memory, from inside the guest."""
+    try:
+        vm = real["admin"].get(f"/api/v1/vms/{vm_id}").body
+        with login({"panel": real["panel"], "private": private}, vm) as client:
+            return sh(client, "cat /var/log/dropbear.log; echo ---; dmesg | tail -15; "
+                              "echo ---; free")[1]
+    except Exception as exc:  # noqa: BLE001
+        return f"cannot look inside: {exc!r}"
 
 
 def test_a_vm_without_an_os_template_cannot_run_recipes(admin_page: Page, server: str,

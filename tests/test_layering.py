@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CORE = "hypervisor_panel"
 PLUGINS = "hypervisor_panel_plugins"
-WEB_FRAMEWORKS = {"bottle", "cheroot", "webview"}
+WEB_FRAMEWORKS = {"bottle", "cheroot", "waitress", "webview"}
 ENTRY_POINTS = {f"{CORE}.cli", f"{CORE}.desktop"}  # above the web layer
 CONTRACTS = {f"{CORE}.{name}" for name in (
     "hookspecs", "storage", "network", "os_templates", "recipes", "backup", "routes",

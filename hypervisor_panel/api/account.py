@@ -1,16 +1,16 @@
-"""Login, users and API tokens."""
+"""Login, users and tokens (API tokens, login tokens and browser sessions)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..auth import ROLES, public_token, public_user
+from ..auth import LOGIN_TTL, ROLES, public_token, public_user
+from ..auth_tokens import API_DEFAULT_DAYS, API_MAX_DAYS, SCOPES
 from ..host import PanelHost
-from ..routes import ApiRequest, RouteTable, created
+from ..routes import ApiRequest, Query, RouteTable, created
 from ..validation import NAME
 from . import schemas as s
 
-LOGIN_TTL = 7 * 24 * 3600
 PASSWORD = {"type": "string", "minLength": 8, "maxLength": 256}
 QUOTA = {
     "type": "object",
@@ -44,8 +44,39 @@ USER_PATCH = {
 TOKEN_CREATE = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"name": {"type": "string", "maxLength": 100}},
+    "properties": {
+        "name": {"type": "string", "maxLength": 100},
+        "expires_in_days": {"type": "integer", "minimum": 1, "maximum": API_MAX_DAYS,
+                            "default": API_DEFAULT_DAYS},
+        "scope": {"enum": list(SCOPES), "default": "full",
+                  "description": "read: GET requests only"},
+        "vms": {"type": "array", "maxItems": 100, "uniqueItems": True,
+                "items": {"type": "string", "maxLength": 64},
+                "description": "only these VMs' routes (and the VM and task lists, "
+                               "filtered to them)"},
+    },
 }
+TOKEN = {**s.TOKEN, "properties": {
+    **s.TOKEN["properties"], "kind": {"enum": ["api", "login", "session"]},
+    "expires": {"type": "number"}, "idle_timeout": {"type": ["number", "null"]},
+    "last_used": s.TIME, "scope": {"enum": list(SCOPES)},
+    "vms": {"type": ["array", "null"], "items": {"type": "string"}},
+    "address": s.NULLABLE_STRING, "current": {"type": "boolean"}}}
+TOKEN_CREATED = {**TOKEN, "required": [*TOKEN["required"], "token"],
+                 "properties": {**TOKEN["properties"], "token": {"type": "string"}}}
+PASSWORD_CHANGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["current_password", "new_password"],
+    "properties": {"current_password": {"type": "string", "maxLength": 256},
+                   "new_password": PASSWORD},
+}
+LOGOUT_EVERYWHERE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"keep_api_tokens": {"type": "boolean", "default": False}},
+}
+REVOKED = s.obj(["ok", "revoked"], ok={"type": "boolean"}, revoked={"type": "integer"})
 
 
 def declare(api: RouteTable, panel: PanelHost) -> None:
@@ -57,12 +88,28 @@ def declare(api: RouteTable, panel: PanelHost) -> None:
 def _declare_auth(api: RouteTable, panel: PanelHost) -> None:
     auth = panel.auth
 
-    @api.route("/auth/login", "POST", summary="Exchange username and password for a token",
-               role="public", body=LOGIN, response=s.LOGIN, tags=("auth",))
+    @api.route("/auth/login", "POST", summary="Exchange username and password for a login "
+               "token (12 h idle, 7 days at most; 429 after repeated failures)",
+               role="public", body=LOGIN, response=s.LOGIN, tags=("auth",), errors=(429,))
     def login(req: ApiRequest) -> dict[str, Any]:
         user, secret = auth.login_token(req.body["username"], req.body["password"],
-                                        ttl=LOGIN_TTL)
+                                        ttl=LOGIN_TTL, address=req.remote_addr)
         return {"token": secret, "user": public_user(user)}
+
+    @api.route("/auth/logout-everywhere", "POST", summary="Revoke all your sessions and "
+               "tokens, this one included", body=LOGOUT_EVERYWHERE, response=REVOKED,
+               tags=("auth",))
+    def logout_everywhere(req: ApiRequest) -> dict[str, Any]:
+        revoked = auth.logout_everywhere(req.user, bool(req.body.get("keep_api_tokens")))
+        return {"ok": True, "revoked": revoked}
+
+    @api.route("/auth/password", "POST", summary="Change your password (revokes your "
+               "other sessions and tokens)", body=PASSWORD_CHANGE, response=REVOKED,
+               tags=("auth",), errors=(429,))
+    def change_password(req: ApiRequest) -> dict[str, Any]:
+        revoked = auth.change_own_password(req.user, req.token, req.body["current_password"],
+                                           req.body["new_password"], req.remote_addr)
+        return {"ok": True, "revoked": revoked}
 
     @api.route("/auth/logout", "POST", summary="Revoke the token or session in use",
                body=s.EMPTY_BODY, response=s.OK, tags=("auth",))
@@ -97,10 +144,11 @@ def _declare_users(api: RouteTable, panel: PanelHost) -> None:
     def get_user(req: ApiRequest, user_id: str) -> dict[str, Any]:
         return public_user(auth.require_user(user_id))
 
-    @api.route("/users/{user_id}", "PATCH", summary="Change a user's password, role or "
-               "quota", role="admin", body=USER_PATCH, response=s.USER, tags=("users",))
+    @api.route("/users/{user_id}", "PATCH", summary="Change a user's password (revokes "
+               "their sessions and tokens), role or quota", role="admin", body=USER_PATCH,
+               response=s.USER, tags=("users",))
     def patch_user(req: ApiRequest, user_id: str) -> dict[str, Any]:
-        return public_user(auth.update_user(user_id, req.body))
+        return public_user(auth.update_user(user_id, req.body, keep_token=req.token["id"]))
 
     @api.route("/users/{user_id}", "DELETE", summary="Delete a user without VMs",
                role="admin", tags=("users",), errors=(409,))
@@ -111,18 +159,29 @@ def _declare_users(api: RouteTable, panel: PanelHost) -> None:
 def _declare_tokens(api: RouteTable, panel: PanelHost) -> None:
     auth = panel.auth
 
-    @api.route("/tokens", summary="Your API tokens (admins: all)", response=s.items(s.TOKEN),
-               tags=("tokens",))
+    @api.route("/tokens", summary="Your live tokens: API tokens, login tokens and "
+               "browser sessions (admins: ?user= lists a user's)",
+               response=s.items(TOKEN), tags=("tokens",),
+               query=(Query("user", {"type": "string"}, "a user id (admins)"),))
     def list_tokens(req: ApiRequest) -> dict[str, Any]:
-        return {"items": [public_token(t) for t in auth.api_tokens(req.user)]}
+        tokens = auth.list_tokens(req.user, req.query.get("user"))
+        return {"items": [public_token(t, current=req.token["id"]) for t in tokens]}
 
-    @api.route("/tokens", "POST", summary="Create an API token (shown once)",
-               body=TOKEN_CREATE, status=201, response=s.TOKEN_CREATED, tags=("tokens",))
+    @api.route("/tokens", "POST", summary="Create an API token (shown once), optionally "
+               "read-only or limited to some VMs", body=TOKEN_CREATE, status=201,
+               response=TOKEN_CREATED, tags=("tokens",))
     def create_token(req: ApiRequest):
-        secret, record = auth.issue(req.user, "api", name=req.body.get("name", ""))
+        body = req.body
+        vms = body.get("vms")
+        for vm_id in vms or ():
+            panel.vms.require(vm_id, req.user)  # 404 for a VM the user cannot see
+        secret, record = auth.issue(
+            req.user, "api", name=body.get("name", ""),
+            ttl=body.get("expires_in_days", API_DEFAULT_DAYS) * 86400,
+            scope=body.get("scope", "full"), vms=vms, address=req.remote_addr)
         return created({**public_token(record), "token": secret})
 
-    @api.route("/tokens/{token_id}", "DELETE", summary="Revoke an API token",
-               tags=("tokens",))
+    @api.route("/tokens/{token_id}", "DELETE", summary="Revoke a token or session (yours; "
+               "admins: anyone's)", tags=("tokens",))
     def delete_token(req: ApiRequest, token_id: str) -> None:
         auth.revoke(token_id, req.user)

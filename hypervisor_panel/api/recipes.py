@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..host import PanelHost
 from ..recipe_format import ACCESS, MAX_SCRIPT_BYTES, NAME_RE
 from ..routes import ApiRequest, Query, RouteTable, accepted, created
-from ..validation import NAME
+from ..validation import NAME, SAFE_INTEGER
 from . import schemas as s
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ SETTINGS_PATCH = {
                            "description": "internal name of the recipe run on every new VM "
                                           "(the first compatible recipe of that name)"}}}
 PARAMS = {"type": "object", "maxProperties": 64,
-          "additionalProperties": {"type": ["string", "integer", "boolean"]},
+          "additionalProperties": {"type": ["string", "integer", "boolean"],
+                                   "minimum": -SAFE_INTEGER, "maximum": SAFE_INTEGER},
           "description": "parameter values by name (environment variables of the script)"}
 RUN_BODY = {"type": "object", "additionalProperties": False, "required": ["recipe"],
             "properties": {"recipe": {"type": "string", "pattern": NAME_RE.pattern,

@@ -4,6 +4,11 @@ For every request it authenticates (bearer token, or session cookie + CSRF heade
 unsafe methods), checks the role, parses and validates the JSON body and the query against
 the route's declarations, calls the handler and renders its answer. Errors become
 ``{"error": {"code", "message"}}`` with their status; nothing ever answers a traceback.
+
+Hostile input: a body over the route's ``body_limit`` is a 413 before it is read, JSON
+nesting deeper than MAX_DEPTH a 400, a number out of range or not finite a 422 (see
+``validation``). A stream that fails after its first bytes is logged with the reason and
+cut (``StreamAborted``: the server closes the connection without completing the answer).
 """
 
 from __future__ import annotations
@@ -11,16 +16,28 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import bottle
 import libvirt
 import orjson
 
+from ..auth_scope import check_scope, filter_result
 from ..errors import BadRequest, Forbidden, PanelError, Unauthorized, Unavailable
-from ..routes import PATH_PARAM, PREFIX, ApiRequest, Reply, Route, Stream, parse_query
-from ..validation import validate
+from ..routes import (
+    JSON_BODY_LIMIT,
+    PATH_PARAM,
+    PREFIX,
+    ApiRequest,
+    Reply,
+    Route,
+    Stream,
+    parse_query,
+)
+from ..validation import depth, validate
 from ..virt.errors import libvirt_message
 
 if TYPE_CHECKING:
@@ -32,6 +49,29 @@ SESSION_COOKIE = "hvp_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 BODY_METHODS = ("POST", "PUT", "PATCH")
+MAX_DEPTH = 64  # levels of JSON objects and arrays in a body
+TOO_LARGE = "hvp.body_too_large"  # environ key: the server did not read the body (its limit)
+CSP = ("default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; "
+       "base-uri 'none'; form-action 'self'")
+SECURITY_HEADERS = {  # on every answer: set by the app (app.py) and by the server itself
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_ANY: dict[str, Any] = {}
+
+
+class BodyTooLarge(PanelError):
+    status, code = 413, "body_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is larger than this route accepts "
+                         f"({limit} bytes)")
+
+
+class StreamAborted(Exception):
+    """A streamed answer failed after its first bytes: the connection is to be cut."""
 
 
 def bottle_path(path: str) -> str:
@@ -52,6 +92,8 @@ def json_response(status: int, body: Any) -> str:
 
 
 def error_response(exc: PanelError) -> str:
+    for name, value in getattr(exc, "headers", {}).items():  # Retry-After of a 429
+        bottle.response.set_header(name, value)
     return json_response(exc.status, exc.to_dict())
 
 
@@ -79,34 +121,67 @@ def authenticate(auth: Auth, request: bottle.BaseRequest) -> tuple[dict, dict]:
     return user, token
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def parse_body(request: bottle.BaseRequest) -> dict[str, Any]:
-    """The JSON object in the body ({} when empty); NaN and Infinity are refused."""
-    raw = request.body.read()
+def parse_body(request: bottle.BaseRequest, limit: int) -> dict[str, Any]:
+    """The JSON object in the body ({} when empty), at most ``limit`` bytes and MAX_DEPTH
+    levels deep. NaN, Infinity and 1e400 parse as floats that validation refuses (422)."""
+    if (request.content_length or 0) > limit:
+        raise BodyTooLarge(limit)
+    raw = request.body.read(limit + 1)
+    if len(raw) > limit:
+        raise BodyTooLarge(limit)
     if not raw.strip():
         return {}
     if "json" not in (request.content_type or ""):
         raise BadRequest("send the body as application/json", code="unsupported_media_type")
     try:
-        data = json.loads(raw, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as exc:
+        data = json.loads(raw, parse_constant=float)
+        too_deep = depth(data) > MAX_DEPTH
+    except RecursionError:
+        too_deep = True  # deeper than the parser goes
+    except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    if too_deep:
+        raise BadRequest(f"the body nests objects and arrays more than {MAX_DEPTH} levels "
+                         "deep", code="invalid_json")
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
     return data
 
 
 def _stream(result: Stream) -> Iterable[bytes]:
+    """The answer of a Stream. Its first bytes are read here, so a stream that fails at
+    once is an ordinary JSON error; one that fails later is cut (see _guarded)."""
+    chunks = iter(result.chunks)
+    first = next((chunk for chunk in chunks if chunk), b"")
     bottle.response.content_type = result.content_type
     if result.length is not None:
         bottle.response.set_header("Content-Length", str(result.length))
     if result.filename:
         bottle.response.set_header("Content-Disposition",
                                    f'attachment; filename="{result.filename}"')
-    return result.chunks
+    request = bottle.request
+    return _guarded(chain([first], chunks), f"{request.method} {request.path}", chunks)
+
+
+def _guarded(chunks: Iterator[bytes], what: str, source: Any) -> Iterator[bytes]:
+    """``chunks``; when they fail, log why and raise StreamAborted (the server cuts the
+    connection: no traceback in the answer, no complete-looking truncated file)."""
+    sent = 0
+    try:
+        for chunk in chunks:
+            sent += len(chunk)
+            yield chunk
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, PanelError) else \
+            f"libvirt: {libvirt_message(exc)}" if isinstance(exc, libvirt.libvirtError) \
+            else f"{type(exc).__name__}: {exc}"
+        log.error("%s: the stream failed after %d bytes, closing the connection: %s",
+                  what, sent, reason, exc_info=not isinstance(exc, PanelError))
+        raise StreamAborted(reason) from None
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 def _request(route: Route, auth: Auth, query_schema: dict[str, Any],
@@ -119,17 +194,20 @@ def _request(route: Route, auth: Auth, query_schema: dict[str, Any],
         if route.role == "admin" and user["role"] != "admin":
             raise Forbidden("this needs the admin role", code="admin_only")
     body: dict[str, Any] = {}
-    if request.method in BODY_METHODS and not route.raw_body:
-        body = parse_body(request)
-    if route.body is not None:
-        validate(body, route.body, "request")
+    if route.raw_body:
+        if (request.content_length or 0) > route.body_limit:
+            raise BodyTooLarge(route.body_limit)
+    elif request.method in BODY_METHODS:
+        body = parse_body(request, route.body_limit)
+    if route.body is not None or body:
+        validate(body, _ANY if route.body is None else route.body, "request")
     query = parse_query(route, request.query.decode())
     if route.query:
         validate(query, query_schema, "query")
     return ApiRequest(user, token, body, query, headers=dict(request.headers),
                       stream=stream,
                       content_length=request.content_length if route.raw_body else None,
-                      remote_addr=request.remote_addr)
+                      remote_addr=request.environ.get("REMOTE_ADDR"))  # not X-Forwarded-For
 
 
 DRAIN_LIMIT = 16 * 1024 * 1024  # unread upload bytes read and dropped before an error
@@ -166,7 +244,7 @@ def handler_for(route: Route, auth: Auth) -> Callable[..., Any]:
         stream = _CountingReader(bottle.request.environ.get("wsgi.input"),
                                  bottle.request.content_length) if route.raw_body else None
         try:
-            result = route.handler(_request(route, auth, query_schema, stream), **url_args)
+            result = _call_scoped(route, _request(route, auth, query_schema, stream), url_args)
             if isinstance(result, Reply):
                 return json_response(result.status, result.body)
             if isinstance(result, Stream):
@@ -188,12 +266,51 @@ def handler_for(route: Route, auth: Auth) -> Callable[..., Any]:
     return handle
 
 
+def _call_scoped(route: Route, req: ApiRequest, url_args: dict[str, Any]) -> Any:
+    """Call the handler within what the request's token may do (``auth_scope``)."""
+    check_scope(req.token, route.method, route.path, url_args)
+    return filter_result(req.token, route.method, route.path, route.handler(req, **url_args))
+
+
+HSTS = "max-age=31536000"
+
+
+def _hsts() -> None:
+    """Strict-Transport-Security on every answer served over HTTPS."""
+    if bottle.request.environ.get("wsgi.url_scheme") == "https":
+        bottle.response.set_header("Strict-Transport-Security", HSTS)
+
+
 def _drain(stream: _CountingReader | None) -> None:
-    if stream is not None:
+    # Needless when the server read the whole body before calling the app (waitress does).
+    if stream is not None and not bottle.request.environ.get("wsgi.input_terminated"):
         stream.drain()
 
 
+def _path_pattern(path: str) -> re.Pattern[str]:
+    """``/vms/{vm_id}`` as a regular expression matching ``/api/v1/vms/x``."""
+    parts = PATH_PARAM.split(path)  # text, name, text, name, ..., text
+    return re.compile(re.escape(PREFIX) + "".join(
+        re.escape(part) if i % 2 == 0 else "[^/]+" for i, part in enumerate(parts)) + "$")
+
+
+def body_limits(routes: Iterable[Route]) -> Callable[[str, str], int]:
+    """``limit(method, path)``: the largest body the server should read for a request,
+    from the routes' ``body_limit`` (JSON_BODY_LIMIT where no route matches)."""
+    special = [(route.method, _path_pattern(route.path), route.body_limit)
+               for route in routes if route.body_limit != JSON_BODY_LIMIT]
+
+    def limit(method: str, path: str) -> int:
+        for route_method, pattern, size in special:
+            if route_method == method and pattern.match(path):
+                return size
+        return JSON_BODY_LIMIT
+
+    return limit
+
+
 def install(app: bottle.Bottle, routes: Iterable[Route], auth: Auth) -> None:
-    """Serve every route of the table under ``/api/v1``."""
+    """Serve every route of the table under ``/api/v1`` (and send HSTS over HTTPS)."""
+    app.add_hook("after_request", _hsts)
     for route in routes:
         app.route(PREFIX + bottle_path(route.path), route.method, handler_for(route, auth))

@@ -2,25 +2,34 @@
 
 Login sets an HttpOnly, SameSite=Strict session cookie; every page carries the session's
 CSRF token in ``<meta name="csrf-token">`` and the scripts send it as ``X-CSRF-Token``.
+The sign-in form itself carries a pre-session CSRF token bound to a cookie (login CSRF:
+another site cannot sign a browser in to an account of its choosing); each sign-in makes
+a new session and ends the one the browser had. Failed sign-ins are throttled (429).
 No JavaScript build step: plain ES modules in ``static/``.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
+import secrets
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import bottle
 
 from .. import __version__
+from ..auth import LOGIN_TTL, TooManyAttempts
 from ..errors import PanelError
 from .glue import SESSION_COOKIE
 
 if TYPE_CHECKING:
     from ..panel import Panel
 
-SESSION_TTL = 12 * 3600
+SESSION_TTL = LOGIN_TTL  # the cookie's life; the server also ends sessions idle for 12 h
+LOGIN_COOKIE = "hvp_login"  # the sign-in form's pre-session CSRF nonce
+LOGIN_FORM_TTL = 3600
+_NONCE = re.compile(r"[A-Za-z0-9_-]{32}")
 WEB_DIR = resources.files("hypervisor_panel") / "web"
 TEMPLATE_DIR = str(WEB_DIR / "templates")
 STATIC_DIR = str(WEB_DIR / "static")
@@ -98,29 +107,79 @@ def register_ui(app: bottle.Bottle, panel: Panel) -> None:
         app.get(path, callback=page(template, title))
 
 
+class LoginForms:
+    """Pre-session CSRF tokens: the form's token is an HMAC of a nonce kept in a
+    SameSite=Strict, HttpOnly cookie, so only a form this panel served to this browser
+    passes. The key lives in memory: after a restart the form is simply shown again."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def token(self, nonce: str) -> str:
+        return hmac.new(self._key, nonce.encode(), "sha256").hexdigest()
+
+    def valid(self, nonce: str | None, sent: str | None) -> bool:
+        return bool(nonce and sent) and hmac.compare_digest(self.token(nonce), sent or "")
+
+    def issue(self) -> str:
+        """The browser's nonce (a new one if it has none) in the cookie, for another hour;
+        returns the token the form carries. Keeping the nonce keeps other tabs' forms valid."""
+        nonce = bottle.request.get_cookie(LOGIN_COOKIE) or ""
+        if not _NONCE.fullmatch(nonce):
+            nonce = secrets.token_urlsafe(24)
+        bottle.response.set_cookie(LOGIN_COOKIE, nonce, path="/login", httponly=True,
+                                   samesite="strict", max_age=LOGIN_FORM_TTL,
+                                   secure=_https())
+        return self.token(nonce)
+
+
+def _https() -> bool:
+    return bottle.request.urlparts.scheme == "https"
+
+
+def _login_form(forms: LoginForms, status: int, error: str | None, username: str) -> str:
+    bottle.response.status = status
+    return render("login", error=error, username=username, csrf=forms.issue())
+
+
 def _register_login(app: bottle.Bottle, panel: Panel) -> None:
+    forms = LoginForms()
+
     @app.get("/login")
     def login_page() -> str:
         if _session(panel):
             return bottle.redirect("/")
-        return render("login", error=None, username="")
+        return _login_form(forms, 200, None, "")
 
     @app.post("/login")
     def login() -> str:
         username = bottle.request.forms.getunicode("username", "") or ""
         password = bottle.request.forms.getunicode("password", "") or ""
+        if not forms.valid(bottle.request.get_cookie(LOGIN_COOKIE),
+                           bottle.request.forms.get("csrf_token")):
+            return _login_form(forms, 403, "This sign-in form has expired or was not sent "
+                               "from this panel; please sign in again.", username)
         try:
-            _user, secret = panel.auth.login_token(username, password, kind="session",
-                                                   ttl=SESSION_TTL, via="browser")
+            _user, secret = panel.auth.login_token(
+                username, password, kind="session", ttl=SESSION_TTL, via="browser",
+                address=bottle.request.environ.get("REMOTE_ADDR"),
+                replaces=bottle.request.get_cookie(SESSION_COOKIE))
+        except TooManyAttempts as exc:
+            bottle.response.set_header("Retry-After", str(exc.retry_after))
+            return _login_form(forms, 429, exc.message, username)
         except PanelError as exc:
-            bottle.response.status = 401
-            return render("login", error=exc.message, username=username)
+            return _login_form(forms, 401, exc.message, username)
+        bottle.response.delete_cookie(LOGIN_COOKIE, path="/login")
         bottle.response.set_cookie(
             SESSION_COOKIE, secret, path="/", httponly=True, samesite="strict",
-            max_age=SESSION_TTL, secure=bottle.request.urlparts.scheme == "https",
+            max_age=SESSION_TTL, secure=_https(),
         )
         return bottle.redirect("/")
 
+    _register_logout(app, panel)
+
+
+def _register_logout(app: bottle.Bottle, panel: Panel) -> None:
     @app.post("/logout")
     def logout() -> str:
         found = _session(panel)

@@ -42,9 +42,12 @@ def browser_context_args(browser_context_args: dict) -> dict:
 
 @pytest.fixture
 def js_errors(page: Page) -> Iterator[list[str]]:
-    """Uncaught exceptions in the page's scripts; the test fails if any happened."""
+    """Uncaught exceptions in the page's scripts and Content-Security-Policy violations
+    (what the policy blocked); the test fails if any happened."""
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and "Content Security Policy" in msg.text else None)
     page.set_default_timeout(TIMEOUT_MS)
     expect.set_options(timeout=TIMEOUT_MS)
     yield errors

@@ -10,6 +10,7 @@
   % if error:
   <p class="error" role="alert" data-testid="login-error">{{error}}</p>
   % end
+  <input type="hidden" name="csrf_token" value="{{csrf}}" data-testid="login-csrf">
   <label>Username <input name="username" value="{{username}}" autocomplete="username" required autofocus data-testid="login-username"></label>
   <label>Password <input name="password" type="password" autocomplete="current-password" required data-testid="login-password"></label>
   <button type="submit" data-testid="login-submit">Sign in</button>
