@@ -288,7 +288,7 @@ def test_connection_for_picks_the_class_and_its_flags(tmp_path: Path):
     nc = connection_for("n", f"test://{tmp_path}/node.xml", on_status=None)
     assert isinstance(nc, DemoConnection)
     assert (nc.kind, nc.serial_logs, nc.keepalive) == ("demo", False, False)
-    assert isinstance(connection_for("n", "test:///default"), DemoConnection)
+    assert isinstance(connection_for("n", f"test://{tmp_path}/other.xml"), DemoConnection)
     for uri in ("qemu:///system", "qemu+ssh://root@h/system", "test+tcp://h/x.xml"):
         real = connection_for("n", uri)
         assert type(real) is NodeConnection

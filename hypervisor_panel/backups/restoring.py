@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import Conflict, Invalid
+from ..errors import Conflict, Invalid, NotFound
 from ..tasks import TaskContext
 from ..vms.records import backup_lock
 from .backup_job import forget_checkpoints
@@ -182,5 +182,5 @@ class BackupRestorer:
         try:
             self.backups.vms.require(backup["vm"], SYSTEM)
             return True
-        except Exception:  # noqa: BLE001 - NotFound: the VM was deleted
+        except NotFound:  # the VM was deleted
             return False

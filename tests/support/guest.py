@@ -515,7 +515,7 @@ def _is_static_elf(head: bytes) -> bool:
     return True
 
 
-class _NewcWriter:
+class NewcWriter:
     """Minimal writer of the cpio "newc" format the kernel unpacks as initramfs."""
 
     def __init__(self) -> None:
@@ -555,7 +555,7 @@ class _NewcWriter:
 def build_initramfs(busybox: Path, modules: list[Path]) -> bytes:
     """Return a gzip'ed newc cpio with busybox (+ applet links), /init and ``modules``."""
     applets = _run([str(busybox), "--list-full"]).split()
-    cpio = _NewcWriter()
+    cpio = NewcWriter()
     dirs = {
         "bin",
         "sbin",

@@ -54,6 +54,7 @@ from tests.support.guest import (
     NET_READY_MARKER,
     POWEROFF_MARKER,
     UDHCPC_SCRIPT,
+    NewcWriter,
     resolve_kernel_package,
 )
 
@@ -1374,7 +1375,7 @@ def _fast_recipe() -> bytes:
                    FAST_RC, SEED_YAML_AWK, UDHCPC_SCRIPT, *_grub_recipe(),
                    *(f"{p}={_file_digest(p)}" for p in [*binaries, *map(Path, libs)]),
                    *_sources(_build_fast, _assemble_fast_root, _module_order, _fast_initramfs,
-                             _Cpio))
+                             NewcWriter))
 
 
 def _ldd(binary: Path) -> list[str]:
@@ -1501,7 +1502,7 @@ def _module_order(moddir: Path, wanted: Iterable[str]) -> list[Path]:
 
 def _fast_initramfs(modules: list[Path]) -> bytes:
     """gzip'ed newc cpio: busybox (+ the applets /init uses), /init, modules in order."""
-    cpio = _Cpio()
+    cpio = NewcWriter()
     for d in ("bin", "sbin", "dev", "proc", "sys", "newroot", "etc", "lib", "lib/modules"):
         cpio.directory(d)
     cpio.chardev("dev/console", 5, 1)
@@ -1518,39 +1519,3 @@ def _fast_initramfs(modules: list[Path]) -> bytes:
         names.append(name)
     cpio.file("etc/modules.order", ("\n".join(names) + "\n").encode())
     return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
-
-
-class _Cpio:
-    """Minimal writer of the cpio "newc" format the kernel unpacks as an initramfs."""
-
-    def __init__(self) -> None:
-        self.buf = io.BytesIO()
-        self.ino = 1
-
-    def _entry(self, name: str, mode: int, data: bytes = b"",
-               rdev: tuple[int, int] = (0, 0)) -> None:
-        encoded = name.encode() + b"\0"
-        fields = (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1],
-                  len(encoded), 0)
-        self.ino += 1
-        self.buf.write(b"070701" + "".join(f"{f:08x}" for f in fields).encode())
-        self.buf.write(encoded + b"\0" * (-(110 + len(encoded)) % 4))
-        self.buf.write(data + b"\0" * (-len(data) % 4))
-
-    def directory(self, name: str) -> None:
-        self._entry(name, 0o040755)
-
-    def file(self, name: str, data: bytes, perm: int = 0o644) -> None:
-        self._entry(name, 0o100000 | perm, data)
-
-    def symlink(self, name: str, target: str) -> None:
-        self._entry(name, 0o120777, target.encode())
-
-    def chardev(self, name: str, major: int, minor: int, perm: int = 0o600) -> None:
-        self._entry(name, 0o020000 | perm, rdev=(major, minor))
-
-    def finish(self) -> bytes:
-        self.ino = 0
-        self._entry("TRAILER!!!", 0)
-        return self.buf.getvalue()
-
