@@ -93,6 +93,7 @@ setup(
             "pytest-playwright>=0.5",
             "ruff>=0.6",
             "pyftpdlib>=1.5",
+            "schemathesis>=4,<5",  # tests/test_fuzz_openapi.py
         ],
     },
     entry_points={

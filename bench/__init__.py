@@ -9,4 +9,4 @@ See ``bench/README.md``.
 from __future__ import annotations
 
 BENCHMARKS = ("vm_list", "vm_update", "cold_start", "provision", "ip_alloc", "seed",
-              "recipe_latency", "backup", "slow_clients")
+              "recipe_latency", "backup", "slow_clients", "store_creates")

@@ -67,3 +67,12 @@ class NodeCommandError(PanelError):
     """A fixed command run on a node failed (the message names the node and the command)."""
 
     status, code = 422, "node_command_failed"
+
+
+def error_record(exc: BaseException, default_code: str) -> dict[str, str]:
+    """``{code, message}`` of a failure, for a record that keeps why it failed (a panel
+    error or a cancelled task keeps its own code)."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str):
+        return {"code": code, "message": str(exc) or code}
+    return {"code": default_code, "message": str(exc) or type(exc).__name__}

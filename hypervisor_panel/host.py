@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from .audit import AuditLog
     from .auth import Auth
     from .backups.restoring import BackupRestorer
     from .backups.schedules import ScheduleService
@@ -44,6 +45,7 @@ class PanelHost(Protocol):
     plugins: PluginCatalog
     routes: RouteTable  # every route, core and plugins (filled at start)
     events: EventLog
+    audit: AuditLog
     settings: SettingsService
     tasks: TaskManager
     auth: Auth

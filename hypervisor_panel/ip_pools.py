@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypedDict
 
+from . import ipam
 from .errors import Conflict, Invalid, NotFound
 from .events import EventLog
-from .ipam import PoolError, PoolIndex, PoolSpace, parse_address
+from .ipam import PoolError, PoolIndex, PoolSpace
 from .network import Address
 from .references import References
 from .store import Store
@@ -24,6 +25,15 @@ POOLS = "ip_pools"
 ALLOCATIONS = "ip_allocations"
 ADDRESS = {"type": "string", "minLength": 2, "maxLength": 45,
            "pattern": r"^[0-9A-Fa-f.:]+$"}
+
+
+def parse_address(text: str, what: str) -> ipam.IPAddress:
+    """The address ``text`` names; a 422 ``invalid_address`` when it names none (the
+    schema's pattern lets "00" or "B:" through)."""
+    try:
+        return ipam.parse_address(text, what)
+    except PoolError as exc:
+        raise Invalid(str(exc), code="invalid_address") from None
 
 
 class PoolRecord(TypedDict, total=False):
@@ -165,6 +175,10 @@ class IPPoolService:
     # -- allocations ---------------------------------------------------------------------
     def allocations(self, pool_id: str) -> list[AllocationRecord]:
         return self.store.find(ALLOCATIONS, pool=pool_id)  # type: ignore[return-value]
+
+    def held_by(self, vm_ids: set[str]) -> int:
+        """How many addresses these VMs hold (the caller holds the store lock)."""
+        return sum(1 for a in self.store.raw_values(ALLOCATIONS) if a.get("vm") in vm_ids)
 
     def _index(self, pool: PoolRecord) -> PoolIndex:
         index = self._indexes.get(pool["id"])

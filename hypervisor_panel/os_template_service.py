@@ -5,10 +5,9 @@ index is read when it is added (a broken or unreachable one is refused at once) 
 refresh, and its entries are kept with it as the catalog. Importing an entry is a task:
 download (resumable, SHA-256 verified), unpack, check with ``qemu-img``, create a volume
 in the chosen storage and upload the image into it; an upload feeds the same pipeline.
-A failure removes the volume and the files made so far; the record stays ``failed``
-with the reason until it is deleted or imported again.
-Work files live under ``DATA_DIR/os-templates`` (``cache/``: downloads, whose ``.part``
-files let the next attempt resume; ``jobs/ID``: one import's files).
+A failure removes the volume and files made so far; the record stays ``failed`` with the
+reason. Work files: ``DATA_DIR/os-templates`` (``cache/``: resumable downloads; ``jobs/ID``).
+Who sees and changes which template: :mod:`.os_template_access`.
 """
 
 from __future__ import annotations
@@ -21,14 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import downloads as dl
+from . import os_template_access as access
 from . import os_templates as ost
-from .errors import BadRequest, Conflict, Invalid, NotFound, PanelError
+from .errors import BadRequest, Conflict, Invalid, NotFound, PanelError, error_record
 from .events import EventLog
 from .references import References
 from .storage import GIB
 from .storages import StorageService
 from .store import Store
-from .tasks import TaskCancelled, TaskContext, TaskManager
+from .tasks import TaskContext, TaskManager
 from .validation import check_schema, validate
 from .volumes import volume_ref
 
@@ -40,12 +40,6 @@ REPOS = "os_template_repos"
 EXTENSIONS = {"qcow2": "qcow2", "raw": "img", "iso": "iso"}
 Fetch = Callable[[TaskContext, Path], Path]  # (task, job folder) -> the file as stored
 Record = dict[str, Any]
-
-
-def _error(exc: BaseException) -> dict[str, str]:
-    if isinstance(exc, PanelError | TaskCancelled):
-        return {"code": getattr(exc, "code", "cancelled"), "message": str(exc) or "cancelled"}
-    return {"code": "import_failed", "message": str(exc) or type(exc).__name__}
 
 
 def _meta(entry: Record) -> Record:
@@ -136,7 +130,7 @@ class OSTemplateService:
             try:
                 entries = self._source(repo).read_index(repo["options"])
             except PanelError as exc:
-                self.store.update(REPOS, repo_id, {"error": _error(exc)})
+                self.store.update(REPOS, repo_id, {"error": error_record(exc, "import_failed")})
                 raise
             result = ost.index_changes(self.require_repo(repo_id)["entries"], entries)
             fresh = self.store.update(REPOS, repo_id, {"entries": entries, "error": None,
@@ -239,8 +233,8 @@ class OSTemplateService:
             try:
                 fields = self._pipeline(ctx, self.require(record["id"]), fetch)
             except BaseException as exc:
-                self.store.update(TABLE, record["id"], {"state": "failed",
-                                                        "error": _error(exc)})
+                self.store.update(TABLE, record["id"], {
+                    "state": "failed", "error": error_record(exc, "import_failed")})
                 raise
             ready = self.store.update(TABLE, record["id"], {**fields, "state": "ready"})
             self.events.emit("os_template.import", record["id"], actor=user["id"],
@@ -341,9 +335,11 @@ class OSTemplateService:
     def create_upload(self, body: Record, user: Record) -> Record:
         """Step 1 of an upload: the metadata (and storage); the record waits for its file."""
         validate(body, ost.UPLOAD_SCHEMA)
+        access.check_upload(user, body)
         meta = {k: v for k, v in body.items() if k not in ("storage", "node")}
         record = self._reserve(meta, {"origin": "upload", "storage": body["storage"],
-                                      "node": body.get("node"), "state": "uploading"})
+                                      "node": body.get("node"), "state": "uploading",
+                                      "owner": access.owner_for(user)})
         self.events.emit("os_template.upload", record["id"], actor=user["id"],
                          name=record["name"])
         return record
@@ -356,6 +352,7 @@ class OSTemplateService:
             raise BadRequest("send the file with a Content-Length", code="length_required")
         with self.store.locked():  # "receiving" keeps a second upload and deletes away
             record = self.require(template_id)
+            access.require_own(record, user)
             if record["state"] != "uploading":
                 raise Conflict(f"OS template {record['name']!r} is {record['state']}, not "
                                "waiting for its file", code="not_uploading")
@@ -387,9 +384,11 @@ class OSTemplateService:
                                                      record["volume"])
         self.nodes.connection(node_id).changed()
 
-    def delete(self, template_id: str, actor: str | None = None) -> None:
+    def delete(self, template_id: str, actor: str | None = None,
+               user: Record | None = None) -> None:
         """Remove the template and its volume; 409 while VMs use it or it is importing."""
         record = self.require(template_id)
+        access.require_own(record, user)
         if record["state"] in ("importing", "receiving"):
             raise Conflict(f"OS template {record['name']!r} is being imported", code="busy")
         self.references.refuse_if_used("os_template", template_id,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pluggy
 
 from .api import core_routes
+from .audit import AuditLog, AuditRecord, audit_event
 from .auth import Auth
 from .backups.panel_pending import apply_pending
 from .backups.restoring import BackupRestorer
@@ -27,7 +28,8 @@ from .ip_pools import IPPoolService
 from .networks import NetworkService
 from .nodes import NodeJoiner, NodeManager
 from .os_template_service import OSTemplateService
-from .plugins import get_plugin_manager
+from .paths import protect_data_dir
+from .plugins import call_each, get_plugin_manager
 from .recipe_service import RecipeService
 from .references import References
 from .registry import Registry, collect_routes
@@ -62,6 +64,7 @@ class Panel:
                  default_storage_path: str | None = "auto") -> None:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        protect_data_dir(self.data_dir)  # never a storage or backup folder
         os.chmod(self.data_dir, 0o700)
         self.default_storage_path = default_storage_path
         apply_pending(self.data_dir)  # a panel restore asked for through the API
@@ -70,6 +73,7 @@ class Panel:
         self.plugins = PluginCatalog(self.pm)
         self.references = References()
         self.events = EventLog(self.store, on_event=self._track)
+        self.audit = AuditLog(self.store, on_entry=self._track_audit)
         self.settings = SettingsService(self.store)
         self.auth = Auth(self.store, self.references, self.events)
         self.tasks = TaskManager(self.store, workers=workers, on_finish=self._task_finished)
@@ -129,6 +133,7 @@ class Panel:
             log.warning("%d task(s) were interrupted by the last stop", interrupted)
         generated = self.auth.ensure_admin(admin_password or os.environ.get("HVP_ADMIN_PASSWORD"))
         self.events.trim()
+        self.audit.trim()
         self.nodes.ensure_local_node()
         self.nodes.start()
         self.vm_templates.ensure_defaults()
@@ -159,7 +164,10 @@ class Panel:
         self.pm.hook.prepare_domain(panel=self, vm=vm, domain=domain)
 
     def _track(self, event: EventRecord) -> None:
-        self.pm.hook.track_event(panel=self, event=event)
+        call_each(self.pm.hook.track_event, panel=self, event=event)
+
+    def _track_audit(self, entry: AuditRecord) -> None:
+        call_each(self.pm.hook.track_event, panel=self, event=audit_event(entry))
 
     def _task_finished(self, task: dict) -> None:
         self.events.emit(f"task.{task['state']}", task["id"], actor=task.get("owner"),

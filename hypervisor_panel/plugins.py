@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from importlib.metadata import entry_points
+from typing import Any
 
 import pluggy
 
@@ -12,6 +14,7 @@ from . import hookspecs
 from .errors import PluginLoadError
 
 ENTRY_POINT_GROUP = "hypervisor_panel"
+log = logging.getLogger(__name__)
 
 
 def _allowed(env_value: str | None) -> set[str] | None:
@@ -65,3 +68,15 @@ def get_plugin_manager(
     pm.check_pending()
     pm.hvp_meta = meta  # type: ignore[attr-defined]
     return pm
+
+
+def call_each(hook: pluggy.HookCaller, **kwargs: Any) -> None:
+    """Call every plugin's implementation of an observer hook (``track_event``) on its
+    own: one that raises is logged, naming the plugin, and the others still run."""
+    for impl in reversed(hook.get_hookimpls()):  # pluggy's order: last registered first
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        try:
+            impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception:
+            log.exception("plugin %s failed in %s", impl.plugin_name, hook.name)

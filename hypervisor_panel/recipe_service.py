@@ -17,6 +17,7 @@ from typing import Any
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import EventLog
 from .guest_ssh import BOOT_TIMEOUT, GuestEndpoint, run_on_guest
+from .limits import allowed
 from .recipe_format import ParamValues, RecipeMeta, check_params, compatible, parse, parse_all
 from .recipe_output import OutputLog
 from .recipes import MAX_RECIPES, RecipeSource, RecipeText
@@ -93,9 +94,10 @@ class RecipeService:
                 "sha256": hashlib.sha256(script.encode()).hexdigest(), "updated": time.time()}
 
     def add(self, body: dict[str, Any], user: User) -> Record:
-        """Add an uploaded recipe (admins; users when ``users_may_add`` is on)."""
+        """Add an uploaded recipe (admins; users when ``users_may_add`` is on for everyone
+        or a user has the ``add_recipes`` permission)."""
         admin = user["role"] == "admin"
-        if not admin and not self.settings()["users_may_add"]:
+        if not (self.settings()["users_may_add"] or allowed(user, "add_recipes")):
             raise Forbidden("only admins add recipes here", code="recipes_admin_only")
         meta = parse(body["script"])
         owner = None if admin else user["id"]

@@ -105,6 +105,15 @@ class StorageBackend:
         )
 
     @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Refuse (4xx PanelError) what the schema cannot judge, before any change."""
+
+    @property
+    def folder(self) -> str | None:
+        """The folder on every node that holds the volumes as files (None: not files)."""
+        return None
+
+    @classmethod
     def public_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """Options without the secrets (schema properties marked ``writeOnly``)."""
         secret = {k for k, p in cls.options_schema.get("properties", {}).items()

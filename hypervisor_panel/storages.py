@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .nodes import NodeManager
 
 TABLE = "storages"
+USER_FIELDS = ("id", "name", "backend", "shared", "description")  # what users see
 
 
 class StorageRecord(TypedDict, total=False):
@@ -117,6 +118,16 @@ class StorageService:
         return bool(storage) and storage.get("nodes", {}).get(node_id, {}).get(
             "state") == "active"
 
+    def folders(self) -> list[str]:
+        """The folders of the file storages (dir paths, NFS mount points)."""
+        out = []
+        for storage in self.all():
+            cls = self.backends.get(storage["backend"])
+            folder = cls(storage).folder if cls is not None else None
+            if folder:
+                out.append(folder)
+        return out
+
     def backends_info(self) -> list[dict[str, Any]]:
         """The registered back ends with their option schemas (the UI builds forms)."""
         return [{"id": cls.name, "name": cls.name, "description": cls.description,
@@ -131,6 +142,7 @@ class StorageService:
         """
         cls = self.backends[data["backend"]]
         options = {**_defaults(cls.options_schema), **data.get("options", {})}
+        cls.check_options(options)  # e.g. a folder inside /etc: refused before any change
         with self.store.locked():
             if self.store.find_one(TABLE, name=data["name"]):
                 raise Conflict(f"storage {data['name']!r} already exists", code="already_exists")
@@ -187,11 +199,13 @@ class StorageService:
         self.events.emit("storage.delete", storage_id, actor=actor, name=storage["name"])
 
     # -- views -------------------------------------------------------------------------
-    def public(self, storage: StorageRecord) -> dict[str, Any]:
-        """The API view: options without secrets, per-node state and capacity."""
-        out: dict[str, Any] = dict(storage)
+    def public(self, storage: StorageRecord, admin: bool = True) -> dict[str, Any]:
+        """The API view: options without secrets, per-node state and capacity. Users see
+        only what they need to choose one: no options (paths, hosts), no error texts."""
+        out: dict[str, Any] = dict(storage) if admin else {
+            k: storage[k] for k in USER_FIELDS if k in storage}  # type: ignore[literal-required]
         cls = self.backends.get(storage["backend"])
-        if cls is not None:
+        if cls is not None and admin:
             out["options"] = cls.public_options(storage.get("options", {}))
         per_node = {}
         for node_id in self.nodes.online_ids():
@@ -199,9 +213,10 @@ class StorageService:
                 cap = self.backend(storage).capacity(self.nodes.connection(node_id).get())
                 per_node[node_id] = {"state": "active", "error": None, **cap}
             except PanelError as exc:
-                per_node[node_id] = {"state": "error", "error": exc.message}
+                per_node[node_id] = {"state": "error",
+                                     "error": exc.message if admin else "unavailable"}
         out["nodes"] = per_node
         return out
 
-    def listing(self) -> list[dict[str, Any]]:
-        return [self.public(s) for s in self.all()]
+    def listing(self, admin: bool = True) -> list[dict[str, Any]]:
+        return [self.public(s, admin) for s in self.all()]

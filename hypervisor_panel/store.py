@@ -1,266 +1,43 @@
 """The embedded store: TinyDB behind one lock, persisted as a snapshot plus a journal.
 
 TinyDB is not thread-safe and its JSON storage rewrites the whole file on every write, so
-the panel puts every call behind one re-entrant lock and gives TinyDB a ``JournaledStorage``:
+the panel puts every call behind one re-entrant lock and gives TinyDB a
+:class:`~.store_journal.JournaledStorage`: in-memory tables, one fsynced journal line per
+write (an acknowledged write survives SIGKILL or power loss), a snapshot every
+``compact_every`` lines (see :mod:`.store_journal`).
 
-* ``read()`` returns the in-memory tables (no re-read of the file);
-* ``write()`` computes what changed (each table is a ``_TrackedTable`` that records which
-  documents a write touched, so only those are compared, and tables are changed in place:
-  a write costs O(documents touched), not O(table)), appends one checksummed line to the
-  journal and fsyncs it before returning: an acknowledged write survives SIGKILL or power
-  loss;
-* every ``compact_every`` writes the state is written to a new snapshot (temporary file +
-  fsync + rename) and the journal is emptied. Journal lines carry a sequence number, so a
-  crash between the rename and the truncation replays nothing twice.
-
-A torn last journal line (a write that was never acknowledged) is ignored on load.
-
-The snapshot, the journal and temporary files are created 0600 whatever the umask (files
-of earlier versions are tightened on open), and a folder the store creates is 0700: they
-hold password hashes and the panel's settings.
+Lookups by an indexed field (``name`` by default: the field services keep unique, so the
+duplicate-name check of every create) use a per-table index kept by the store on insert,
+update and delete and built from the loaded tables on first use, instead of a scan.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import os
 import threading
 import uuid
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tinydb import TinyDB
-from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
 from .errors import Conflict, NotFound
+from .store_journal import (
+    DIR_MODE,
+    FILE_MODE,
+    CorruptStore,
+    JournaledStorage,
+    Tables,
+    _TrackedTable,
+    atomic_write,
+    make_private_dir,
+    open_private,
+)
 
-Tables = dict[str, dict[str, dict]]
-FILE_MODE, DIR_MODE = 0o600, 0o700
-
-
-class CorruptStore(RuntimeError):
-    """The journal is damaged before its last line: refuse to guess."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def open_private(path: Path, mode: str = "ab") -> Any:
-    """Open (creating) ``path`` as a file only its owner may read and write (0600)."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
-    fd = os.open(path, flags, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)  # an existing file keeps its mode on open: tighten it
-        return os.fdopen(fd, mode)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and missing parents) 0700; an existing folder is left as it is."""
-    if not path.is_dir():
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (0600) so a reader sees the old or the new file, never
-    a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open_private(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _encode_line(seq: int, ops: list) -> bytes:
-    payload = json.dumps({"seq": seq, "ops": ops}, separators=(",", ":")).encode()
-    return b"%08x " % zlib.crc32(payload) + payload + b"\n"
-
-
-def _decode_line(line: bytes) -> dict | None:
-    """Return the entry, or None when the line is torn or fails its checksum."""
-    if not line.endswith(b"\n") or len(line) < 10:
-        return None
-    crc, payload = line[:8], line[9:-1]
-    try:
-        if int(crc, 16) != zlib.crc32(payload):
-            return None
-        return json.loads(payload)
-    except ValueError:
-        return None
-
-
-class JournaledStorage(Storage):
-    """TinyDB storage: in-memory tables, a fsynced append-only journal, periodic snapshots."""
-
-    def __init__(self, path: str, compact_every: int = 2000) -> None:
-        self.path = Path(path)
-        self.journal_path = self.path.with_name(self.path.name + ".journal")
-        make_private_dir(self.path.parent)
-        self.compact_every = compact_every
-        if self.path.exists():
-            os.chmod(self.path, FILE_MODE)  # written by an earlier version, maybe 0644
-        self._data, self._seq = self._load()
-        self._shadow: Tables = copy.deepcopy(self._data)
-        self._seen: dict[str, dict] = dict(self._data)
-        self._journal = open_private(self.journal_path)  # kept open on purpose
-        self._entries = 0
-
-    # -- loading ---------------------------------------------------------------------
-    def _load(self) -> tuple[Tables, int]:
-        tables: Tables = {}
-        seq = 0
-        if self.path.exists():
-            snap = json.loads(self.path.read_bytes() or b"{}")
-            tables, seq = snap.get("tables", {}), snap.get("seq", 0)
-        if self.journal_path.exists():
-            lines = self.journal_path.read_bytes().splitlines(keepends=True)
-            good = 0  # bytes of whole lines: a torn tail is cut off before appending
-            for index, line in enumerate(lines):
-                entry = _decode_line(line)
-                if entry is None:
-                    if index == len(lines) - 1:
-                        os.truncate(self.journal_path, good)  # never acknowledged
-                        break
-                    raise CorruptStore(f"{self.journal_path}: line {index + 1} is damaged")
-                good += len(line)
-                if entry["seq"] <= seq:
-                    continue
-                _apply(tables, entry["ops"])
-                seq = entry["seq"]
-        return tables, seq
-
-    # -- Storage API -----------------------------------------------------------------
-    def read(self) -> Tables:
-        return self._data
-
-    def write(self, data: Tables) -> None:
-        ops = self._diff(data)
-        for table in data.values():
-            if isinstance(table, _TrackedTable):
-                table.touched = set()
-        self._data = data
-        self._seen = dict(data)
-        if not ops:
-            return
-        self._seq += 1
-        self._journal.write(_encode_line(self._seq, ops))
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
-        _apply(self._shadow, copy.deepcopy(ops))
-        self._entries += 1
-        if self._entries >= self.compact_every:
-            self.compact()
-
-    def close(self) -> None:
-        if not self._journal.closed:
-            self._journal.close()
-
-    # -- internals -------------------------------------------------------------------
-    def _diff(self, data: Tables) -> list:
-        ops: list = []
-        for name, table in data.items():
-            tracked = isinstance(table, _TrackedTable)
-            if self._seen.get(name) is table and not (tracked and table.touched != set()):
-                continue  # nobody touched this table
-            old = self._shadow.get(name)
-            if old is None:
-                ops.append(["table", name])
-                old = {}
-            touched = getattr(table, "touched", None)
-            if touched is None:
-                touched = set(dict.keys(table)) | old.keys()
-            for doc_id in touched:
-                doc = dict.get(table, doc_id)
-                if doc is None:
-                    if doc_id in old:
-                        ops.append(["del", name, doc_id])
-                elif old.get(doc_id) != doc:
-                    ops.append(["set", name, doc_id, doc])
-        ops.extend(["drop", name] for name in self._shadow.keys() - data.keys())
-        return ops
-
-    def compact(self) -> None:
-        """Write the whole state as a new snapshot, then empty the journal."""
-        snapshot = json.dumps({"seq": self._seq, "tables": self._shadow}, separators=(",", ":"))
-        atomic_write(self.path, snapshot.encode())
-        self._journal.close()
-        with open_private(self.journal_path, "wb") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._journal = open_private(self.journal_path)
-        self._entries = 0
-
-
-def _apply(tables: Tables, ops: list) -> None:
-    for op in ops:
-        kind, name = op[0], op[1]
-        if kind == "table":
-            tables.setdefault(name, {})
-        elif kind == "set":
-            tables.setdefault(name, {})[op[2]] = op[3]
-        elif kind == "del":
-            tables.get(name, {}).pop(op[2], None)
-        elif kind == "drop":
-            tables.pop(name, None)
-
-
-class _TrackedTable(dict):
-    """A table dict that remembers which documents an updater could have changed.
-
-    TinyDB updaters reach documents by key (``table[id]``, ``pop``, assignment); a full
-    iteration marks everything as touched, so the journal diff stays correct either way
-    while a single-document update diffs one document instead of the whole table.
-    """
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.touched: set[str] | None = set()
-
-    def _touch(self, key: str) -> None:
-        if self.touched is not None:
-            self.touched.add(key)
-
-    def __getitem__(self, key: str) -> Any:
-        self._touch(key)
-        return super().__getitem__(key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._touch(key)
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self._touch(key)
-        super().__delitem__(key)
-
-    def pop(self, key: str, *default: Any) -> Any:
-        self._touch(key)
-        return super().pop(key, *default)
-
-    def _touch_all(self) -> None:
-        self.touched = None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._touch(key)
-        return super().get(key, default)
-
-    def clear(self) -> None:
-        self._touch_all()
-        super().clear()
+__all__ = ["DIR_MODE", "FILE_MODE", "CorruptStore", "JournaledStorage", "Store", "Tables",
+           "atomic_write", "make_private_dir", "new_id", "open_private"]
 
 
 class _StrIdTable(Table):
@@ -294,16 +71,54 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+class _Index:
+    """One field of one table: value -> ids of the documents holding it (insertion order).
+
+    Unhashable values (lists, dicts) are left out: a lookup by a hashable value can never
+    equal them, and a lookup by an unhashable one scans.
+    """
+
+    def __init__(self, docs: dict[str, dict], field: str) -> None:
+        self.field = field
+        self.ids: dict[Any, dict[str, None]] = {}
+        for doc_id, doc in docs.items():
+            self.add(doc_id, doc.get(field))
+
+    def add(self, doc_id: str, value: Any) -> None:
+        if _hashable(value):
+            self.ids.setdefault(value, {})[doc_id] = None
+
+    def remove(self, doc_id: str, value: Any) -> None:
+        group = self.ids.get(value) if _hashable(value) else None
+        if group is not None:
+            group.pop(doc_id, None)
+            if not group:
+                del self.ids[value]
+
+
 class Store:
     """Thread-safe document store; every object is a dict with a string ``id``.
 
     Returned dicts are copies of the top level; nested values must be replaced, not mutated.
+    ``indexed`` fields get an index (built per table on the first lookup, then kept up to
+    date by every write), so ``find(table, name=...)`` costs O(1), not O(table).
     """
 
-    def __init__(self, path: str | Path, compact_every: int = 2000) -> None:
+    def __init__(self, path: str | Path, compact_every: int = 2000,
+                 indexed: Iterable[str] = ("name",)) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._db = TinyDB(str(self.path), storage=JournaledStorage, compact_every=compact_every)
+        self._indexed = tuple(indexed)
+        self._indexes: dict[str, dict[str, _Index]] = {}  # table -> field -> index
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -318,6 +133,35 @@ class Store:
         """The table's documents as stored (read-only use; avoids TinyDB's per-doc wrapping)."""
         return self._db.storage.read().get(name, {})
 
+    def _indexes_of(self, table: str) -> dict[str, _Index]:
+        """The table's indexes, built from the stored documents on first use."""
+        found = self._indexes.get(table)
+        if found is None:
+            raw = self._raw(table)
+            found = self._indexes[table] = {f: _Index(raw, f) for f in self._indexed}
+        return found
+
+    def _remove(self, table: str, obj_ids: list[str]) -> None:
+        """Remove stored documents (one journal write), then take them out of the indexes."""
+        raw = self._raw(table)
+        gone = [(obj_id, dict.get(raw, obj_id) or {}) for obj_id in obj_ids]
+        self._table(table).remove(doc_ids=obj_ids)
+        for index in self._indexes.get(table, {}).values():
+            for obj_id, doc in gone:
+                index.remove(obj_id, doc.get(index.field))
+
+    def _candidates(self, table: str, equals: dict[str, Any]) -> Iterable[dict]:
+        """The documents that may match ``equals``: an index's few, else the whole table
+        (also when several share the value: the table's order is the result's order)."""
+        raw = self._raw(table)
+        for field in self._indexed:
+            if field in equals and _hashable(equals[field]):
+                ids = self._indexes_of(table)[field].ids.get(equals[field], {})
+                if len(ids) <= 1:
+                    return [doc for doc in (dict.get(raw, i) for i in ids) if doc is not None]
+                break
+        return raw.values()
+
     def insert(self, table: str, doc: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             doc = dict(doc)
@@ -326,6 +170,8 @@ class Store:
             if tbl.contains(doc_id=doc["id"]):
                 raise Conflict(f"{table} {doc['id']} already exists", code="already_exists")
             tbl.insert(Document(doc, doc_id=doc["id"]))
+            for index in self._indexes.get(table, {}).values():
+                index.add(doc["id"], doc.get(index.field))
             return dict(doc)
 
     def get(self, table: str, obj_id: str) -> dict[str, Any] | None:
@@ -352,7 +198,7 @@ class Store:
         """Documents whose fields equal ``equals`` and for which ``predicate`` holds."""
         with self._lock:
             out = []
-            for doc in self._raw(table).values():
+            for doc in self._candidates(table, equals):
                 if all(doc.get(k) == v for k, v in equals.items()) and (
                     predicate is None or predicate(doc)
                 ):
@@ -368,14 +214,28 @@ class Store:
             tbl = self._table(table)
             if not tbl.contains(doc_id=obj_id):
                 raise NotFound(f"{table} {obj_id!r} not found")
+            changed = [ix for ix in self._indexes.get(table, {}).values() if ix.field in fields]
+            old = dict.get(self._raw(table), obj_id) or {}
+            before = [old.get(ix.field) for ix in changed]  # the document changes in place
             tbl.update(dict(fields), doc_ids=[obj_id])
+            for index, value in zip(changed, before, strict=True):
+                index.remove(obj_id, value)
+                index.add(obj_id, fields[index.field])
             return dict(tbl.get(doc_id=obj_id))  # type: ignore[arg-type]
 
     def delete(self, table: str, obj_id: str) -> None:
         with self._lock:
             tbl = self._table(table)
             if tbl.contains(doc_id=obj_id):
-                tbl.remove(doc_ids=[obj_id])
+                self._remove(table, [obj_id])
+
+    def delete_many(self, table: str, obj_ids: list[str]) -> None:
+        """Delete these documents (missing ones are skipped) in one journal write."""
+        with self._lock:
+            tbl = self._table(table)
+            present = [obj_id for obj_id in obj_ids if tbl.contains(doc_id=obj_id)]
+            if present:
+                self._remove(table, present)
 
     def count(self, table: str) -> int:
         with self._lock:

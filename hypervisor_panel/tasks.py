@@ -30,6 +30,8 @@ MAX_LOG_LINES = 200
 class TaskCancelled(Exception):
     """Raised inside a task body when the task was cancelled."""
 
+    code = "cancelled"
+
 
 class TaskContext:
     """Handed to a task body to report progress and log lines."""

@@ -5,6 +5,9 @@ read: NaN and infinities, and integers beyond +-(2**53 - 1) (the last ones a Jav
 client reads exactly; bigger ones also break the store and the JSON encoder) are refused
 with the field that holds them. Schemas of the route table get these bounds written in
 (:func:`with_bounds`) where they declare none, so the OpenAPI document says so too.
+
+Host paths that plugins take (storage folders, backup folders) are checked with the rule of
+:mod:`.paths`, offered here as part of the plugin contract (``check_host_path``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from .errors import Invalid
+from .paths import check_host_path, path_problem, system_problem
+
+__all__ = ["ID", "NAME", "NAME_PATTERN", "SAFE_INTEGER", "check_host_path", "check_schema",
+           "depth", "number_problems", "path_problem", "system_problem", "validate",
+           "validator_for", "with_bounds"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 NAME = {
@@ -50,7 +58,11 @@ def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
 
 def validate(data: Any, schema: dict[str, Any], what: str = "request") -> None:
     """Raise Invalid (422) listing every problem when ``data`` does not match ``schema``
-    or holds a number out of +-SAFE_INTEGER or not finite."""
+    or holds a number out of +-SAFE_INTEGER or not finite.
+
+    In a valid ``data``, integral floats become ints in place: JSON Schema counts ``1.0``
+    as an integer, and what reads an ``integer`` field (libvirt among others) wants an int.
+    """
     problems = list(number_problems(data))
     if not problems:  # NaN passes minimum/maximum: the schema sees only sane numbers
         validator = validator_for(schema)
@@ -58,10 +70,26 @@ def validate(data: Any, schema: dict[str, Any], what: str = "request") -> None:
         problems = [{"field": ".".join(str(p) for p in e.absolute_path) or None,
                      "message": _describe(e)} for e in errors]
     if not problems:
+        _integral_floats_to_ints(data)
         return
     first = problems[0]
     where = f"{first['field']}: " if first["field"] else ""
     raise Invalid(f"invalid {what}: {where}{first['message']}", details=problems)
+
+
+def _integral_floats_to_ints(data: Any) -> None:
+    """Replace, in place, every float of ``data``'s objects and arrays that is an integer."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        keys = node.keys() if isinstance(node, dict) else range(len(node)) \
+            if isinstance(node, list) else ()
+        for key in keys:
+            value = node[key]
+            if isinstance(value, float) and value.is_integer():
+                node[key] = int(value)
+            elif isinstance(value, dict | list):
+                stack.append(value)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

@@ -16,6 +16,9 @@ from hypervisor_panel.web.server import serve_in_thread
 from tests.support.client import Client
 
 DATA = Path(__file__).parent / "data"
+# The tests' direct-boot kernels live in the repository's cache and in /tmp: allow them
+# next to the panel's boot folders (hypervisor_panel.paths.boot_dirs).
+os.environ.setdefault("HVP_BOOT_DIRS", f"{Path(__file__).resolve().parents[1] / '.cache'}:/tmp")
 _BEFORE = pytest.StashKey[dict]()
 ADMIN_PASSWORD = "admin-password-for-tests"
 

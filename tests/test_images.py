@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,9 +286,13 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 120) -> str:
     return out
 
 
-def install_local_deb(client: paramiko.SSHClient, image: TemplateImage, sudo: str) -> str:
-    """Upload the image's .deb over SFTP, dpkg -i it, run what it installed."""
-    with client.open_sftp() as sftp:
+def install_local_deb(client: paramiko.SSHClient, image: TemplateImage, sudo: str,
+                      connect: Callable[[], paramiko.SSHClient]) -> str:
+    """Upload the image's .deb over SFTP, dpkg -i it, run what it installed.
+
+    The upload has its own connection (``connect``): dropbear sometimes refuses or drops
+    the next channel of a connection whose SFTP channel just closed."""
+    with connect() as uploader, uploader.open_sftp() as sftp:
         sftp.put(str(image.local_deb), f"/tmp/{LOCAL_DEB_NAME}")
     run(client, f"{sudo}dpkg -i /tmp/{LOCAL_DEB_NAME}")
     return run(client, LOCAL_DEB_COMMAND).strip()
@@ -386,7 +390,8 @@ def test_fast_image_boots_applies_seed_and_keeps_state(conn: libvirt.virConnect,
             assert run(client, "cut -d: -f2 /etc/shadow | head -n 1").startswith("$6$")
             assert run(client, "cloud-init status --wait").strip() == "status: done"
             assert run(client, "test -f /var/lib/cloud/instance/boot-finished && echo y") == "y\n"
-            assert install_local_deb(client, fast, "") == LOCAL_DEB_OUTPUT
+            assert install_local_deb(client, fast, "", lambda: ssh(
+                    guest, "root", host_public, private=private)) == LOCAL_DEB_OUTPUT
         with ssh(guest, "root", host_public, password="hvp-secret") as by_password:
             assert run(by_password, "id -un").strip() == "root"
         with ssh(guest, "alice", host_public, private=alice_private) as alice:
@@ -474,6 +479,8 @@ def test_debian_image_boots_with_real_cloud_init(conn: libvirt.virConnect, work:
             pub = run(client, "sudo -n cat /etc/ssh/ssh_host_ed25519_key.pub").split()
             assert pub[:2] == host_public.split()[:2]
             assert "10.0.2.15/24" in run(client, "ip -4 -o addr show dev eth0")
-            assert install_local_deb(client, image, "sudo -n ") == LOCAL_DEB_OUTPUT
+            assert install_local_deb(client, image, "sudo -n ", lambda: ssh(
+                guest, image.default_user or "debian", host_public,
+                private=private)) == LOCAL_DEB_OUTPUT
     record("debian", build_s=build_s, banner_s=to_banner, ssh_login_s=to_ssh,
            cloud_init_done_s=to_cloud_init)

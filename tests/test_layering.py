@@ -24,7 +24,7 @@ CONTRACTS = {f"{CORE}.{name}" for name in (
     "hookspecs", "storage", "network", "os_templates", "recipes", "backup", "routes",
     "errors", "validation", "host")}
 STORE_METHODS = {"insert", "get", "require", "raw_values", "all", "find", "find_one",
-                 "update", "delete", "count"}
+                 "update", "delete", "delete_many", "count"}
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 

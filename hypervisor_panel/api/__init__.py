@@ -6,6 +6,7 @@ from ..host import PanelHost
 from ..routes import RouteTable
 from . import (
     account,
+    audit,
     backups,
     interfaces,
     networks,
@@ -23,6 +24,6 @@ def core_routes(panel: PanelHost) -> RouteTable:
     """Every core route (the web glue serves them; OpenAPI describes them)."""
     table = RouteTable()
     for module in (system, account, nodes, templates, storages, networks, os_templates,
-                   recipes, vms, interfaces, backups):
+                   recipes, vms, interfaces, backups, audit):
         module.declare(table, panel)
     return table

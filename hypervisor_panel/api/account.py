@@ -7,6 +7,7 @@ from typing import Any
 from ..auth import LOGIN_TTL, ROLES, public_token, public_user
 from ..auth_tokens import API_DEFAULT_DAYS, API_MAX_DAYS, SCOPES
 from ..host import PanelHost
+from ..limits import PERMISSIONS, QUOTA_MAXIMA, QUOTA_WORDS
 from ..routes import ApiRequest, Query, RouteTable, created
 from ..validation import NAME
 from . import schemas as s
@@ -15,11 +16,16 @@ PASSWORD = {"type": "string", "minLength": 8, "maxLength": 256}
 QUOTA = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {
-        "vms": {"type": "integer", "minimum": 0},
-        "memory_mib": {"type": "integer", "minimum": 0},
-        "vcpus": {"type": "integer", "minimum": 0},
-    },
+    "description": "at most this much for the user's VMs (a missing key: no limit)",
+    "properties": {key: {"type": "integer", "minimum": 0, "maximum": QUOTA_MAXIMA[key],
+                         "description": QUOTA_WORDS[key]} for key in QUOTA_MAXIMA},
+}
+PERMISSIONS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "what a user may do beyond their VMs (admins may do everything)",
+    "properties": {name: {"type": "boolean", "description": text}
+                   for name, text in PERMISSIONS.items()},
 }
 LOGIN = {
     "type": "object",
@@ -33,13 +39,14 @@ USER_CREATE = {
     "additionalProperties": False,
     "required": ["name", "password"],
     "properties": {"name": NAME, "password": PASSWORD, "role": {"enum": list(ROLES)},
-                   "quota": QUOTA},
+                   "quota": QUOTA, "permissions": PERMISSIONS_SCHEMA},
 }
 USER_PATCH = {
     "type": "object",
     "additionalProperties": False,
     "minProperties": 1,
-    "properties": {"password": PASSWORD, "role": {"enum": list(ROLES)}, "quota": QUOTA},
+    "properties": {"password": PASSWORD, "role": {"enum": list(ROLES)}, "quota": QUOTA,
+                   "permissions": PERMISSIONS_SCHEMA},
 }
 TOKEN_CREATE = {
     "type": "object",
@@ -90,7 +97,8 @@ def _declare_auth(api: RouteTable, panel: PanelHost) -> None:
 
     @api.route("/auth/login", "POST", summary="Exchange username and password for a login "
                "token (12 h idle, 7 days at most; 429 after repeated failures)",
-               role="public", body=LOGIN, response=s.LOGIN, tags=("auth",), errors=(429,))
+               role="public", body=LOGIN, response=s.LOGIN, tags=("auth",),
+               errors=(401, 429))
     def login(req: ApiRequest) -> dict[str, Any]:
         user, secret = auth.login_token(req.body["username"], req.body["password"],
                                         ttl=LOGIN_TTL, address=req.remote_addr)
@@ -135,7 +143,7 @@ def _declare_users(api: RouteTable, panel: PanelHost) -> None:
                status=201, response=s.USER, tags=("users",), errors=(409,))
     def create_user(req: ApiRequest):
         body = req.body
-        extra = {"quota": body["quota"]} if "quota" in body else {}
+        extra = {key: body[key] for key in ("quota", "permissions") if key in body}
         return created(public_user(auth.create_user(body["name"], body["password"],
                                                     body.get("role", "user"), **extra)))
 
@@ -161,7 +169,7 @@ def _declare_tokens(api: RouteTable, panel: PanelHost) -> None:
 
     @api.route("/tokens", summary="Your live tokens: API tokens, login tokens and "
                "browser sessions (admins: ?user= lists a user's)",
-               response=s.items(TOKEN), tags=("tokens",),
+               response=s.items(TOKEN), tags=("tokens",), errors=(404,),  # no such ?user=
                query=(Query("user", {"type": "string"}, "a user id (admins)"),))
     def list_tokens(req: ApiRequest) -> dict[str, Any]:
         tokens = auth.list_tokens(req.user, req.query.get("user"))
@@ -169,7 +177,7 @@ def _declare_tokens(api: RouteTable, panel: PanelHost) -> None:
 
     @api.route("/tokens", "POST", summary="Create an API token (shown once), optionally "
                "read-only or limited to some VMs", body=TOKEN_CREATE, status=201,
-               response=TOKEN_CREATED, tags=("tokens",))
+               response=TOKEN_CREATED, tags=("tokens",), errors=(404,))  # a VM not yours
     def create_token(req: ApiRequest):
         body = req.body
         vms = body.get("vms")

@@ -37,6 +37,24 @@ PANEL_RESTORE = {"type": "object", "additionalProperties": False, "required": ["
                                 "passphrase": {"type": "string", "maxLength": 1024,
                                                "writeOnly": True}}}
 OBJECT = {"type": "object"}
+STRING, INTEGER = {"type": "string"}, {"type": "integer"}
+TARGET_KIND = s.obj(["id", "name", "options_schema"], id=s.ID, name=STRING,
+                    description=STRING, resumable={"type": "boolean"}, options_schema=OBJECT)
+TARGET = s.obj(["id", "name", "backend", "options", "secrets_set"], id=s.ID, name=STRING,
+               backend=STRING, options=OBJECT, description=STRING, created=s.TIME,
+               secrets_set={"type": "array", "items": STRING})
+ARCHIVE = s.obj(["name", "size"], name=STRING, size=INTEGER, mtime=s.TIME, kind=STRING,
+                backup=s.NULLABLE_STRING)
+BACKUP = s.obj(["id", "name", "kind", "target", "created"], id=s.ID, name=STRING,
+               kind={"enum": ["vm", "panel"]}, vm=s.NULLABLE_STRING, target=s.ID,
+               target_name=STRING, archive=STRING, size=INTEGER, type=STRING,
+               parent=s.NULLABLE_STRING, encrypted={"type": "boolean"},
+               schedule=s.NULLABLE_STRING, created=s.TIME, verified={"type": "boolean"})
+SCHEDULE = s.obj(["id", "name", "target", "encrypted", "next_run"], id=s.ID, name=STRING,
+                 target=s.ID, cron=s.NULLABLE_STRING,
+                 interval_minutes={"type": ["integer", "null"]}, paused={"type": "boolean"},
+                 encrypted={"type": "boolean"}, next_run={"type": ["number", "null"]},
+                 last_run={"type": ["number", "null"]}, created=s.TIME)
 FILTERS = [Query("vm", ID, "only this VM's backups"),
            Query("target", ID, "only backups on this target"),
            Query("kind", {"enum": ["vm", "panel"]}, "vm or panel backups")]
@@ -52,29 +70,29 @@ def _declare_targets(api: RouteTable, panel: PanelHost) -> None:
     targets = panel.backup_targets
 
     @api.route("/backup-target-kinds", summary="Registered backup targets and their option "
-               "schemas", role="admin", tags=TAGS, response=s.items(OBJECT))
+               "schemas", role="admin", tags=TAGS, response=s.items(TARGET_KIND))
     def list_target_kinds(req: ApiRequest) -> dict[str, Any]:
         return {"items": targets.kinds()}
 
     @api.route("/backup-targets", summary="Backup targets (secrets never shown)",
-               role="admin", tags=TAGS, response=s.items(OBJECT))
+               role="admin", tags=TAGS, response=s.items(TARGET))
     def list_targets(req: ApiRequest) -> dict[str, Any]:
         return {"items": [targets.public(t) for t in targets.all()]}
 
     @api.route("/backup-targets", "POST", summary="Add a backup target (checked first: "
                "connect, log in, write a probe)", role="admin", body=targets.create_schema,
-               status=201, response=OBJECT, tags=TAGS, errors=(409,))
+               status=201, response=TARGET, tags=TAGS, errors=(409,))
     def create_target(req: ApiRequest):
         return created(targets.public(targets.create(req.body, req.user["id"])))
 
     @api.route("/backup-targets/{target_id}", summary="One backup target", role="admin",
-               tags=TAGS, response=OBJECT)
+               tags=TAGS, response=TARGET)
     def get_target(req: ApiRequest, target_id: str) -> dict[str, Any]:
         return targets.public(targets.require(target_id))
 
     @api.route("/backup-targets/{target_id}", "PATCH", summary="Change a target (checked "
                "again; secrets left out keep their value)", role="admin", body=TARGET_PATCH,
-               response=OBJECT, tags=TAGS)
+               response=TARGET, tags=TAGS)
     def patch_target(req: ApiRequest, target_id: str) -> dict[str, Any]:
         return targets.public(targets.update(target_id, req.body, req.user["id"]))
 
@@ -85,7 +103,7 @@ def _declare_targets(api: RouteTable, panel: PanelHost) -> None:
 
     @api.route("/backup-targets/{target_id}/archives", summary="What the target holds "
                "(also archives this panel has no record of)", role="admin", tags=TAGS,
-               response=s.items(OBJECT))
+               response=s.items(ARCHIVE))
     def browse_target(req: ApiRequest, target_id: str) -> dict[str, Any]:
         return {"items": panel.backups.browse(target_id)}
 
@@ -107,7 +125,7 @@ def _declare_backups(api: RouteTable, panel: PanelHost) -> None:
     backups, taker, restorer = panel.backups, panel.backup_taker, panel.backup_restorer
 
     @api.route("/backups", summary="Backups, newest first (users: their VMs' backups)",
-               tags=TAGS, query=FILTERS, response=s.items(OBJECT))
+               tags=TAGS, query=FILTERS, response=s.items(BACKUP))
     def list_backups(req: ApiRequest) -> dict[str, Any]:
         found = backups.listing(req.user, req.query.get("vm"), req.query.get("target"),
                                 req.query.get("kind"))
@@ -115,7 +133,7 @@ def _declare_backups(api: RouteTable, panel: PanelHost) -> None:
 
     @api.route("/backups", "POST", summary="Back up the panel itself (202 + task)",
                role="admin", body=PANEL_BACKUP, status=202, response=s.ACCEPTED, tags=TAGS,
-               errors=(409,))
+               errors=(404, 409))  # 404: no such target
     def backup_panel(req: ApiRequest):
         return accepted(taker.backup_panel(req.body, req.user))
 
@@ -125,7 +143,7 @@ def _declare_backups(api: RouteTable, panel: PanelHost) -> None:
     def backup_vm(req: ApiRequest, vm_id: str):
         return accepted(taker.backup_vm(vm_id, req.body, req.user))
 
-    @api.route("/backups/{backup_id}", summary="One backup", tags=TAGS, response=OBJECT)
+    @api.route("/backups/{backup_id}", summary="One backup", tags=TAGS, response=BACKUP)
     def get_backup(req: ApiRequest, backup_id: str) -> dict[str, Any]:
         return backups.public(backups.require(backup_id, req.user), req.user)
 
@@ -160,22 +178,23 @@ def _declare_schedules(api: RouteTable, panel: PanelHost) -> None:
     schedules = panel.backup_schedules
 
     @api.route("/backup-schedules", summary="Backup schedules with their next run",
-               role="admin", tags=TAGS, response=s.items(OBJECT))
+               role="admin", tags=TAGS, response=s.items(SCHEDULE))
     def list_schedules(req: ApiRequest) -> dict[str, Any]:
         return {"items": [schedules.public(x) for x in schedules.all()]}
 
     @api.route("/backup-schedules", "POST", summary="Add a backup schedule", role="admin",
-               body=SCHEDULE_CREATE, status=201, response=OBJECT, tags=TAGS, errors=(409,))
+               body=SCHEDULE_CREATE, status=201, response=SCHEDULE, tags=TAGS,
+               errors=(404, 409))  # 404: no such target
     def create_schedule(req: ApiRequest):
         return created(schedules.public(schedules.create(req.body, req.user["id"])))
 
     @api.route("/backup-schedules/{schedule_id}", summary="One backup schedule", role="admin",
-               tags=TAGS, response=OBJECT)
+               tags=TAGS, response=SCHEDULE)
     def get_schedule(req: ApiRequest, schedule_id: str) -> dict[str, Any]:
         return schedules.public(schedules.require(schedule_id))
 
     @api.route("/backup-schedules/{schedule_id}", "PATCH", summary="Change a schedule "
-               "(paused: true pauses it)", role="admin", body=SCHEDULE_PATCH, response=OBJECT,
+               "(paused: true pauses it)", role="admin", body=SCHEDULE_PATCH, response=SCHEDULE,
                tags=TAGS)
     def patch_schedule(req: ApiRequest, schedule_id: str) -> dict[str, Any]:
         return schedules.public(schedules.update(schedule_id, req.body, req.user["id"]))

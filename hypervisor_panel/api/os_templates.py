@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import NotFound
 from ..host import PanelHost
+from ..os_template_access import visible
 from ..os_templates import IMPORT_SCHEMA, REFRESH_SCHEMA, UPLOAD_SCHEMA
 from ..routes import ApiRequest, RouteTable, accepted, created
 from . import schemas as s
@@ -21,6 +22,7 @@ _COMMON = dict(name=TEXT, os_family=TEXT, os_version=TEXT, arch=TEXT,
                kind={"enum": ["image", "iso"]}, format={"enum": ["qcow2", "raw", "iso"]},
                compression=TEXT, sha256=s.NULLABLE_STRING, size=INT, description=TEXT)
 TEMPLATE = s.obj(["id", "name", "state", "kind", "format"], id=s.ID, state=STATE,
+                 owner=s.NULLABLE_STRING,
                  storage=s.ID, volume=s.NULLABLE_STRING, node=s.NULLABLE_STRING,
                  virtual_size=INT, origin={"enum": ["repo", "upload"]},
                  repo=s.NULLABLE_STRING, entry=s.NULLABLE_STRING, error=ERROR,
@@ -39,10 +41,11 @@ SOURCE = s.obj(["id", "name", "options_schema"], id=s.ID, name=TEXT, description
 
 
 def _view(req: ApiRequest, record: dict[str, Any]) -> dict[str, Any]:
-    """Admins see everything; users see ready templates, without the internals."""
+    """Admins see everything; users see ready templates and their own uploads, without
+    the internals."""
     if req.is_admin:
         return record
-    if record["state"] != "ready":
+    if not visible(record, req.user):
         raise NotFound(f"OS template {record['id']!r} not found", code="os_template_not_found")
     return {k: v for k, v in record.items() if k not in HIDDEN_FROM_USERS}
 
@@ -61,7 +64,7 @@ def _declare_templates(api: RouteTable, panel: PanelHost) -> None:
         records = templates.all()
         if req.is_admin:
             return {"items": records, "available": templates.catalog(records)}
-        return {"items": [_view(req, r) for r in records if r["state"] == "ready"]}
+        return {"items": [_view(req, r) for r in records if visible(r, req.user)]}
 
     @api.route("/os-templates/{os_template_id}", summary="One OS template",
                tags=("os-templates",), response=TEMPLATE)
@@ -71,18 +74,19 @@ def _declare_templates(api: RouteTable, panel: PanelHost) -> None:
     @api.route("/os-templates", "POST", summary="Import a repository entry into a storage "
                "(202 + task: download, verify, unpack, check, upload)", role="admin",
                body=IMPORT_SCHEMA, status=202, response=s.ACCEPTED, tags=("os-templates",),
-               errors=(409,))
+               errors=(404, 409))  # 404: no such repository, entry or storage
     def import_template(req: ApiRequest):
         return accepted(templates.import_from_repo(req.body, req.user))
 
     @api.route("/os-templates/uploads", "POST", summary="Start an upload: the template's "
-               "metadata and storage; then PUT its file to /os-templates/{id}/content",
-               role="admin", body=UPLOAD_SCHEMA, status=201, response=TEMPLATE,
-               tags=("os-templates",), errors=(409,))
+               "metadata and storage; then PUT its file to /os-templates/{id}/content "
+               "(users with the upload_isos permission: installer ISOs)", body=UPLOAD_SCHEMA,
+               status=201, response=TEMPLATE,
+               tags=("os-templates",), errors=(404, 409))  # 404: no such storage
     def create_upload(req: ApiRequest):
         return created(templates.create_upload(req.body, req.user))
 
-    @api.route("/os-templates/{os_template_id}/content", "PUT", role="admin", raw_body=True,
+    @api.route("/os-templates/{os_template_id}/content", "PUT", raw_body=True,
                summary="Upload the file of a template started with POST /os-templates/"
                "uploads (202 + import task)", status=202, response=s.ACCEPTED,
                tags=("os-templates",), errors=(409,))
@@ -91,10 +95,10 @@ def _declare_templates(api: RouteTable, panel: PanelHost) -> None:
                                                  req.user))
 
     @api.route("/os-templates/{os_template_id}", "DELETE", summary="Delete an OS template and "
-               "its volume (refused while VMs use it)", role="admin",
+               "its volume (refused while VMs use it; users: their own uploads)",
                tags=("os-templates",), errors=(409,))
     def delete_template(req: ApiRequest, os_template_id: str) -> None:
-        templates.delete(os_template_id, req.user["id"])
+        templates.delete(os_template_id, req.user["id"], req.user)
 
 
 def _declare_repos(api: RouteTable, panel: PanelHost) -> None:

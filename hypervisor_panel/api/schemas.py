@@ -55,7 +55,7 @@ NODE = {**NODE_USER, "properties": {
     "kvm_usable": {"type": ["boolean", "null"]}, "resources": {"type": "object"},
     "maintenance": {"type": "boolean"}, "task": TASK}}
 NODE_ANY = {"anyOf": [NODE, NODE_USER]}
-STORAGE = obj(["id", "name", "backend", "options", "nodes"], id=ID, name={"type": "string"},
+STORAGE = obj(["id", "name", "backend", "nodes"], id=ID, name={"type": "string"},
               backend={"type": "string"}, options={"type": "object"},
               shared={"type": "boolean"}, nodes={"type": "object"})
 BACKEND = obj(["id", "name", "options_schema"], id=ID, name={"type": "string"},
@@ -70,7 +70,8 @@ TEMPLATE = obj(["id", "name", "memory_mib", "vcpus", "disk_gib"], id=ID,
                vcpus={"type": "integer"}, cpu_shares={"type": "integer"},
                disk_gib={"type": "integer"})
 USER = obj(["id", "name", "role"], id=ID, name={"type": "string"},
-           role={"enum": ["admin", "user"]}, quota={"type": "object"})
+           role={"enum": ["admin", "user"]}, quota={"type": "object"},
+           permissions={"type": "object"})
 LOGIN = obj(["token", "user"], token={"type": "string"}, user=USER)
 TOKEN = obj(["id", "name", "kind", "user"], id=ID, name={"type": "string"},
             kind={"type": "string"}, user=ID, created=TIME,

@@ -44,10 +44,10 @@ def _declare_storages(api: RouteTable, panel: PanelHost) -> None:
     def list_backends(req: ApiRequest) -> dict[str, Any]:
         return {"items": storages.backends_info()}
 
-    @api.route("/storages", summary="Storages with per-node state and capacity",
+    @api.route("/storages", summary="Storages with per-node state and capacity (users: no options)",
                tags=("storages",), response=s.items(s.STORAGE))
     def list_storages(req: ApiRequest) -> dict[str, Any]:
-        return {"items": storages.listing()}
+        return {"items": storages.listing(req.is_admin)}
 
     @api.route("/storages", "POST", summary="Create a storage on every node", role="admin",
                body=storages.create_schema, status=201, response=s.STORAGE,
@@ -58,7 +58,7 @@ def _declare_storages(api: RouteTable, panel: PanelHost) -> None:
     @api.route("/storages/{storage_id}", summary="One storage", tags=("storages",),
                response=s.STORAGE)
     def get_storage(req: ApiRequest, storage_id: str) -> dict[str, Any]:
-        return storages.public(storages.require(storage_id))
+        return storages.public(storages.require(storage_id), req.is_admin)
 
     @api.route("/storages/{storage_id}", "PATCH", summary="Change a storage's description",
                role="admin", body=PATCH_SCHEMA, response=s.STORAGE, tags=("storages",))

@@ -11,7 +11,9 @@ from ..validation import ID, NAME
 from . import schemas as s
 from .recipes import PARAMS, RUN_BODY
 
-BOOT_PATH = {"type": "string", "pattern": r"^/[A-Za-z0-9._/+-]{1,255}$"}
+#: A plain absolute path: no "." or ".." component, no "//" (the VM service also confines it).
+BOOT_PATH = {"type": "string",
+             "pattern": r"^/(?!.*//)(?!(.*/)?\.{1,2}(/|$))[A-Za-z0-9._/+-]{1,255}$"}
 RECIPE_REF = RUN_BODY["properties"]["recipe"]
 SSH_KEY = {"type": "string", "maxLength": 16384,
            "pattern": r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|"

@@ -73,13 +73,16 @@ DEFAULTS = {"vms": {"mode": "all"}, "panel": False, "full_every": 6, "retention"
 
 
 def trigger_for(schedule: dict[str, Any]) -> CronTrigger | IntervalTrigger:
-    """The APScheduler trigger of a schedule (a clear 422 for a bad cron expression)."""
-    if schedule.get("cron"):
+    """The APScheduler trigger of a schedule (a clear 422 for a bad cron expression, an
+    empty one included, or for neither cron nor interval_minutes)."""
+    if schedule.get("cron") is not None:
         try:
             return CronTrigger.from_crontab(schedule["cron"], timezone=UTC)
         except ValueError as exc:
             raise Invalid(f"bad cron expression {schedule['cron']!r}: {exc}",
                           code="bad_cron") from None
+    if schedule.get("interval_minutes") is None:
+        raise Invalid("give cron or interval_minutes", code="bad_schedule")
     start = dt.datetime.fromtimestamp(schedule.get("created", time.time()), UTC)
     return IntervalTrigger(minutes=schedule["interval_minutes"], start_date=start, timezone=UTC)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict, NotFound
+from .. import limits
+from ..errors import Conflict, Forbidden, NotFound
 from ..events import EventLog
 from ..references import References
 from ..store import Store
@@ -56,8 +57,22 @@ class BackupService:
                  and (kind is None or b["kind"] == kind) and self._may_see(b, user)]
         return sorted(found, key=lambda b: b["created"], reverse=True)
 
+    def check_quota(self, owner_id: str | None, adding: int = 1) -> None:
+        """Refuse a backup that would take the VM owner's backups beyond their quota."""
+        maximum = limits.limit(self.vms.user(owner_id), "backups") if owner_id else None
+        if maximum is None:
+            return
+        held = len(self.store.find(TABLE, owner=owner_id))
+        if held + adding > maximum:
+            raise Forbidden(f"{limits.exceeded('backups', maximum)} (the VM's owner has "
+                            f"{held}; delete some first)", code="quota_exceeded")
+
     def add(self, record: dict[str, Any]) -> dict[str, Any]:
-        stored = self.store.insert(TABLE, record)
+        """Record a published backup; checked against the owner's quota under the store
+        lock, so two backups running at once cannot both take the last unit."""
+        with self.store.locked():
+            self.check_quota(record.get("owner"))
+            stored = self.store.insert(TABLE, record)
         self.events.emit("backup.create", stored["id"], of=stored["kind"], vm=stored.get("vm"),
                          type=stored.get("type"), target=stored["target"])
         return stored

@@ -16,7 +16,7 @@ from typing import Any
 
 import libvirt
 
-from ..errors import Conflict, PanelError
+from ..errors import Conflict, Forbidden, PanelError
 from ..store import new_id
 from ..tasks import TaskContext
 from ..vms.records import backup_lock
@@ -67,6 +67,7 @@ class BackupTaker:
                   schedule: dict[str, Any] | None = None) -> dict[str, Any]:
         vm = self.backups.vms.require(vm_id, user)
         target = self.backups.targets.require(body["target"])
+        self.backups.check_quota(vm.get("owner"))
         holder = self.tasks.busy(f"vm:{vm_id}")
         if holder and self.tasks.get(holder)["kind"] in CONFLICTING:
             raise Conflict(f"VM {vm['name']!r} is busy with task {holder}", code="vm_busy")
@@ -79,6 +80,7 @@ class BackupTaker:
                  schedule: dict[str, Any] | None) -> dict[str, Any]:
         vm = self.backups.vms.require(vm_id, SYSTEM)
         target_rec = self.backups.targets.require(target_id)
+        self.backups.check_quota(vm.get("owner"))  # a scheduled run checks here
         parent = self._parent(vm_id, target_id, body, schedule)
         dom = self._domain(vm)
         backup_id = new_id()
@@ -100,7 +102,7 @@ class BackupTaker:
             ctx.log(f"note: {warning}")
         if result.fallback_reason:
             ctx.log(f"full backup instead of an incremental one: {result.fallback_reason}")
-        record = self.backups.add({
+        record = self._publish(target, archive, {
             "id": backup_id, "name": f"{vm['name']}-{time.strftime('%Y%m%d-%H%M%S')}",
             "kind": "vm", "vm": vm_id, "vm_name": vm["name"], "owner": vm.get("owner"),
             "node": vm["node"], "target": target_id, "target_name": target_rec["name"],
@@ -115,6 +117,14 @@ class BackupTaker:
                 f"{result.data_bytes / MIB:.1f} MiB of data in {result.seconds:.1f} s")
         return {"backup": record["id"], "type": result.kind, "size": result.size,
                 "data_bytes": result.data_bytes, "fallback_reason": result.fallback_reason}
+
+    def _publish(self, target: Any, archive: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Record the backup; over the owner's quota by now, the archive goes again."""
+        try:
+            return self.backups.add(record)
+        except Forbidden:
+            target.delete(archive)
+            raise
 
     @staticmethod
     def _drop_stale_partials(ctx: TaskContext, target: Any, folder: str) -> None:

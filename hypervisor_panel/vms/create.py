@@ -17,6 +17,8 @@ import libvirt
 from ..auth import Auth
 from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from ..events import EventLog
+from ..os_template_access import visible
+from ..paths import boot_path_problem
 from ..settings import SettingsService
 from ..store import Store
 from ..tasks import TaskManager
@@ -57,6 +59,11 @@ class Creator:
         """
         if "user_data" in data and user["role"] != "admin":
             raise Forbidden("only an admin may give user data", code="admin_only")
+        chosen = self.os_templates.get(data["os_template"]) if self.os_templates and \
+            "os_template" in data else None
+        if chosen is not None and not visible(chosen, user):
+            raise Invalid(f"OS template {data['os_template']!r} not found",
+                          code="os_template_not_found")
         fields: dict[str, Any] = {"hostname": data.get("hostname") or data["name"]}
         request = InstallRequest(ssh_keys=list(data.get("ssh_keys", [])),
                                  user_data=dict(data.get("user_data", {})))
@@ -155,8 +162,9 @@ class Creator:
         return owner
 
     def _check_quota(self, owner_id: str, template: VMTemplateRecord) -> None:
-        quota = (self.users.get_user(owner_id) or {}).get("quota") or {}
-        if not quota:
+        owner = self.users.get_user(owner_id) or {}
+        quota = owner.get("quota") or {}
+        if not quota or owner.get("role") == "admin":
             return
         used = placement.usage_of(self.store.find(TABLE, owner=owner_id))
         extra = placement.Usage(1, template["vcpus"], template["memory_mib"],
@@ -186,13 +194,27 @@ class Creator:
             raise Invalid(f"storage {storage_id!r} not found", code="storage_not_found")
         return node_id, storage_id
 
+    def _check_boot(self, boot: dict[str, Any], node_id: str) -> None:
+        """Kernel and initrd must be files in the boot folders (``paths.boot_dirs``: /boot,
+        /var/lib/libvirt/boot, /var/lib/libvirt/images, HVP_BOOT_DIRS) or in a file
+        storage's folder, symlinks followed when the node's files are this machine's:
+        QEMU reads them as root, so ``/etc/shadow`` must not become a guest's kernel."""
+        on_this_machine = (self.nodes.get(node_id) or {}).get("kind") != "ssh"
+        folders = self.storages.folders()
+        for key in ("kernel", "initrd"):
+            path = boot.get(key)
+            if not path:
+                continue
+            why = boot_path_problem(path, folders, resolve=on_this_machine)
+            if why:
+                raise Invalid(f"boot.{key}: {why}", code="boot_path_refused")
+            if self.nodes.is_local(node_id) and not Path(path).is_file():
+                raise Invalid(f"boot.{key}: {path} is not a file on the node",
+                              code="file_not_found")
+
     def _check_sources(self, data: dict[str, Any], node_id: str, storage_id: str) -> None:
-        if "boot" in data and self.nodes.is_local(node_id):
-            for key in ("kernel", "initrd"):
-                path = data["boot"].get(key)
-                if path and not Path(path).is_file():
-                    raise Invalid(f"boot.{key}: {path} is not a file on the node",
-                                  code="file_not_found")
+        if "boot" in data:
+            self._check_boot(data["boot"], node_id)
         for field in ("image", "iso"):
             if field not in data:
                 continue

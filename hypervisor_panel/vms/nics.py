@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict, Invalid
+from .. import limits
+from ..errors import Conflict, Forbidden, Invalid
 from ..ip_pools import IPPoolService
 from ..network import Address, GuestInterface, Nic
 from ..networks import NetworkRecord, NetworkService
@@ -31,9 +33,11 @@ MAC_PREFIX = "52:54:00"  # QEMU's prefix; 0x52 has the locally administered bit 
 
 class VMNetworking:
     def __init__(self, store: Store, nodes: NodeManager, networks: NetworkService,
-                 pools: IPPoolService, references: References) -> None:
+                 pools: IPPoolService, references: References,
+                 users: Callable[[str], dict[str, Any] | None] = lambda _id: None) -> None:
         self.store, self.nodes = store, nodes
         self.networks, self.pools = networks, pools
+        self.users = users  # user id -> user record (their ``ips`` quota)
         references.register("network", self._using_network, "VM")
 
     def _using_network(self, network_id: str) -> list[str]:
@@ -73,6 +77,7 @@ class VMNetworking:
                 for offset, request in enumerate(requests):
                     records.append(self._plan_one(vm_id, vm_name, first_index + offset,
                                                   request, macs, ports))
+                self._within_quota(vm_id)
         except BaseException:
             self.release(records)
             raise
@@ -193,8 +198,27 @@ class VMNetworking:
             raise Invalid(f"no IP pool of network {network['name']!r} fits", code=(
                 "address_outside_pool" if "ip" in request else "pool_exhausted"))
         grown = {**record, "addresses": list(record.get("addresses", []))}
-        self._take(grown, pool["id"], vm["id"], request.get("ip"))
+        with self.store.locked():
+            self._take(grown, pool["id"], vm["id"], request.get("ip"))
+            try:
+                self._within_quota(vm["id"])
+            except BaseException:
+                self.release([{"addresses": grown["addresses"][-1:]}])
+                raise
         return grown
+
+    def _within_quota(self, vm_id: str) -> None:
+        """Refuse when the VM's owner now holds more addresses than their ``ips`` quota.
+        Called under the store lock right after the addresses were taken, so two
+        concurrent requests cannot both get the last address of a quota."""
+        vm = self.store.get(TABLE, vm_id)
+        owner = vm.get("owner") if vm else None
+        maximum = limits.limit(self.users(owner), "ips") if owner else None
+        if maximum is None:
+            return
+        mine = {v["id"] for v in self.store.raw_values(TABLE) if v.get("owner") == owner}
+        if self.pools.held_by(mine) > maximum:
+            raise Forbidden(limits.exceeded("ips", maximum), code="quota_exceeded")
 
     def guest_interfaces(self, vm: VMRecord) -> list[GuestInterface]:
         return [self.networks.mode(network).guest_config(nic)

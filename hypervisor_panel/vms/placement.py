@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..limits import exceeded
+
 QUOTA_KEYS = ("vms", "vcpus", "memory_mib", "disk_gib")
-QUOTA_WORDS = {"vms": "VMs", "vcpus": "vCPUs", "memory_mib": "MiB of RAM",
-               "disk_gib": "GiB of disk"}
 
 
 @dataclass(frozen=True)
@@ -65,5 +65,5 @@ def quota_problem(quota: Mapping[str, int], used: Usage, extra: Usage) -> str | 
     after = used + extra
     for key in QUOTA_KEYS:
         if key in quota and getattr(after, key) > quota[key]:
-            return f"quota exceeded: at most {quota[key]} {QUOTA_WORDS[key]}"
+            return exceeded(key, quota[key])
     return None

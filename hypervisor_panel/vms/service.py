@@ -63,7 +63,8 @@ class VMService:
         self.nodes, self.storages = nodes, storages
         self.reconciler = Reconciler(store, nodes, events)
         self.lifecycle = Lifecycle(store, nodes, self.reconciler)
-        self.networking = VMNetworking(store, nodes, networks, pools, references)
+        self.networking = VMNetworking(store, nodes, networks, pools, references,
+                                       users.get_user)  # type: ignore[arg-type]
         self.keys = GuestKeyStore(data_dir)
         self.installer = Installer(self.keys, self.networking)
         self.provisioner = Provisioner(store, nodes, storages, self.reconciler,
@@ -136,6 +137,10 @@ class VMService:
         if vm is None or (user["role"] != "admin" and vm.get("owner") != user["id"]):
             raise NotFound(f"VM {vm_id!r} not found", code="vm_not_found")
         return vm  # type: ignore[return-value]
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        """A VM owner's user record (their quotas), through the users' service."""
+        return self.creator.users.get_user(user_id)  # type: ignore[return-value]
 
     def view(self, vm_id: str, user: dict[str, Any]) -> dict[str, Any]:
         return self.public(self.require(vm_id, user))

@@ -70,7 +70,7 @@ def create_app(panel: Panel, *, eval_scripts: bool = False) -> PanelApp:
         app.security_headers = {**SECURITY_HEADERS, "Content-Security-Policy": CSP.replace(
             "script-src 'self'", "script-src 'self' 'unsafe-eval'")}
     app.body_limit = body_limits(panel.routes)  # type: ignore[method-assign]
-    install(app, panel.routes, panel.auth)
+    install(app, panel.routes, panel.auth, panel.audit)
     register_ui(app, panel)
 
     def on_error(err: bottle.HTTPError) -> str:

@@ -4,6 +4,7 @@ For every request it authenticates (bearer token, or session cookie + CSRF heade
 unsafe methods), checks the role, parses and validates the JSON body and the query against
 the route's declarations, calls the handler and renders its answer. Errors become
 ``{"error": {"code", "message"}}`` with their status; nothing ever answers a traceback.
+Every state-changing call, failed or not, is then recorded in the audit log (``audit``).
 
 Hostile input: a body over the route's ``body_limit`` is a 413 before it is read, JSON
 nesting deeper than MAX_DEPTH a 400, a number out of range or not finite a 422 (see
@@ -17,6 +18,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,7 @@ import bottle
 import libvirt
 import orjson
 
+from ..audit import AuditCall
 from ..auth_scope import check_scope, filter_result
 from ..errors import BadRequest, Forbidden, PanelError, Unauthorized, Unavailable
 from ..routes import (
@@ -41,6 +44,7 @@ from ..validation import depth, validate
 from ..virt.errors import libvirt_message
 
 if TYPE_CHECKING:
+    from ..audit import AuditLog
     from ..auth import Auth
 
 log = logging.getLogger(__name__)
@@ -185,12 +189,16 @@ def _guarded(chunks: Iterator[bytes], what: str, source: Any) -> Iterator[bytes]
 
 
 def _request(route: Route, auth: Auth, query_schema: dict[str, Any],
-             stream: _CountingReader | None) -> ApiRequest:
-    """Authenticate, check the role, parse and validate what the route declares."""
+             stream: _CountingReader | None, seen: dict[str, Any]) -> ApiRequest:
+    """Authenticate, check the role, parse and validate what the route declares.
+
+    ``seen`` gets the user, token and body as soon as they are known (for the audit log,
+    which records calls that fail later too)."""
     request = bottle.request
     user = token = None
     if route.role != "public":
         user, token = authenticate(auth, request)
+        seen.update(user=user, token=token)
         if route.role == "admin" and user["role"] != "admin":
             raise Forbidden("this needs the admin role", code="admin_only")
     body: dict[str, Any] = {}
@@ -199,6 +207,7 @@ def _request(route: Route, auth: Auth, query_schema: dict[str, Any],
             raise BodyTooLarge(route.body_limit)
     elif request.method in BODY_METHODS:
         body = parse_body(request, route.body_limit)
+        seen["body"] = body
     if route.body is not None or body:
         validate(body, _ANY if route.body is None else route.body, "request")
     query = parse_query(route, request.query.decode())
@@ -233,37 +242,74 @@ class _CountingReader:
                 pass
 
 
-def handler_for(route: Route, auth: Auth) -> Callable[..., Any]:
-    """The Bottle callback serving ``route``."""
+def handler_for(route: Route, auth: Auth, audit: AuditLog | None = None
+                ) -> Callable[..., Any]:
+    """The Bottle callback serving ``route``; state-changing calls go to ``audit``."""
     query_schema = {"type": "object",
                     "properties": {q.name: q.schema for q in route.query}}
+    audited = audit is not None and route.method not in SAFE_METHODS
 
     def handle(**url_args: Any) -> Any:
         # Raw bodies (uploads) are read straight from the server's input stream: bottle's
         # request.body would first copy them to a temporary file.
         stream = _CountingReader(bottle.request.environ.get("wsgi.input"),
                                  bottle.request.content_length) if route.raw_body else None
+        started = time.monotonic()
+        seen: dict[str, Any] = {}  # user, token, body: what the audit entry names
+        failure: PanelError | None = None
         try:
-            result = _call_scoped(route, _request(route, auth, query_schema, stream), url_args)
+            req = _request(route, auth, query_schema, stream, seen)
+            result = _call_scoped(route, req, url_args)
             if isinstance(result, Reply):
+                seen["created"] = _created_id(result)
                 return json_response(result.status, result.body)
             if isinstance(result, Stream):
                 return _stream(result)
+            if req.user is None and isinstance(result, dict) and \
+                    isinstance(result.get("user"), dict):
+                seen["user"] = result["user"]  # a login: who signed in
             return json_response(route.status, result)
         except PanelError as exc:
-            _drain(stream)
-            return error_response(exc)
+            failure = exc
         except libvirt.libvirtError as exc:
-            _drain(stream)
-            return error_response(Unavailable(f"libvirt: {libvirt_message(exc)}",
-                                              code="libvirt_error"))
+            failure = Unavailable(f"libvirt: {libvirt_message(exc)}", code="libvirt_error")
         except Exception:
-            _drain(stream)
             log.exception("unhandled error in %s %s", route.method, route.path)
-            return error_response(PanelError("internal error; see the panel log"))
+            failure = PanelError("internal error; see the panel log")
+        finally:
+            if audited and audit is not None:
+                _audit(audit, route, url_args, seen, failure, started)
+        assert failure is not None  # every path without one returned above
+        _drain(stream)
+        return error_response(failure)
 
     handle.__name__ = getattr(route.handler, "__name__", "handler")
     return handle
+
+
+def _created_id(reply: Reply) -> str | None:
+    """The id of what a 201 answer created (the audit entry's subject)."""
+    body = reply.body
+    if reply.status == 201 and isinstance(body, dict) and isinstance(body.get("id"), str):
+        return body["id"]
+    return None
+
+
+def _audit(audit: AuditLog, route: Route, url_args: dict[str, Any], seen: dict[str, Any],
+           failure: PanelError | None, started: float) -> None:
+    """One thin call into the audit log; its failure is logged, never answered."""
+    request = bottle.request
+    try:
+        audit.record(AuditCall(
+            method=route.method, route=route.path, path=request.path,
+            status=failure.status if failure else bottle.response.status_code,
+            params=url_args, error=failure.code if failure else None,
+            user=seen.get("user"), token=seen.get("token"),
+            address=request.environ.get("REMOTE_ADDR"),  # not X-Forwarded-For
+            duration_ms=(time.monotonic() - started) * 1000, body=seen.get("body"),
+            subject=seen.get("created")))
+    except Exception:
+        log.exception("could not record %s %s in the audit log", route.method, request.path)
 
 
 def _call_scoped(route: Route, req: ApiRequest, url_args: dict[str, Any]) -> Any:
@@ -309,8 +355,11 @@ def body_limits(routes: Iterable[Route]) -> Callable[[str, str], int]:
     return limit
 
 
-def install(app: bottle.Bottle, routes: Iterable[Route], auth: Auth) -> None:
-    """Serve every route of the table under ``/api/v1`` (and send HSTS over HTTPS)."""
+def install(app: bottle.Bottle, routes: Iterable[Route], auth: Auth,
+            audit: AuditLog | None = None) -> None:
+    """Serve every route of the table under ``/api/v1`` (and send HSTS over HTTPS);
+    state-changing calls are recorded in ``audit``."""
     app.add_hook("after_request", _hsts)
     for route in routes:
-        app.route(PREFIX + bottle_path(route.path), route.method, handler_for(route, auth))
+        app.route(PREFIX + bottle_path(route.path), route.method,
+                  handler_for(route, auth, audit))

@@ -11,14 +11,18 @@ No JavaScript build step: plain ES modules in ``static/``.
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
+import time
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import bottle
 
 from .. import __version__
+from ..audit import AuditCall
 from ..auth import LOGIN_TTL, TooManyAttempts
 from ..errors import PanelError
 from .glue import SESSION_COOKIE
@@ -26,10 +30,13 @@ from .glue import SESSION_COOKIE
 if TYPE_CHECKING:
     from ..panel import Panel
 
+log = logging.getLogger(__name__)
+
 SESSION_TTL = LOGIN_TTL  # the cookie's life; the server also ends sessions idle for 12 h
 LOGIN_COOKIE = "hvp_login"  # the sign-in form's pre-session CSRF nonce
 LOGIN_FORM_TTL = 3600
 _NONCE = re.compile(r"[A-Za-z0-9_-]{32}")
+AUDIT_ERROR, AUDIT_USER = "hvp.audit_error", "hvp.audit_user"  # environ: for _audited
 WEB_DIR = resources.files("hypervisor_panel") / "web"
 TEMPLATE_DIR = str(WEB_DIR / "templates")
 STATIC_DIR = str(WEB_DIR / "static")
@@ -48,6 +55,8 @@ PAGES = {
     "/backup-schedules": ("backup_schedules", "Backup schedules"),
     "/backup-targets": ("backup_targets", "Backup targets"),
     "/tasks": ("tasks", "Tasks"),
+    "/users": ("users", "Users"),
+    "/audit": ("audit", "Audit log"),
 }
 
 
@@ -155,39 +164,82 @@ def _register_login(app: bottle.Bottle, panel: Panel) -> None:
     def login() -> str:
         username = bottle.request.forms.getunicode("username", "") or ""
         password = bottle.request.forms.getunicode("password", "") or ""
-        if not forms.valid(bottle.request.get_cookie(LOGIN_COOKIE),
-                           bottle.request.forms.get("csrf_token")):
-            return _login_form(forms, 403, "This sign-in form has expired or was not sent "
-                               "from this panel; please sign in again.", username)
-        try:
-            _user, secret = panel.auth.login_token(
-                username, password, kind="session", ttl=SESSION_TTL, via="browser",
-                address=bottle.request.environ.get("REMOTE_ADDR"),
-                replaces=bottle.request.get_cookie(SESSION_COOKIE))
-        except TooManyAttempts as exc:
-            bottle.response.set_header("Retry-After", str(exc.retry_after))
-            return _login_form(forms, 429, exc.message, username)
-        except PanelError as exc:
-            return _login_form(forms, 401, exc.message, username)
-        bottle.response.delete_cookie(LOGIN_COOKIE, path="/login")
-        bottle.response.set_cookie(
-            SESSION_COOKIE, secret, path="/", httponly=True, samesite="strict",
-            max_age=SESSION_TTL, secure=_https(),
-        )
-        return bottle.redirect("/")
+        return _audited(panel, "/login", lambda: _sign_in(panel, forms, username, password),
+                        body={"username": username})
 
     _register_logout(app, panel)
+
+
+def _sign_in(panel: Panel, forms: LoginForms, username: str, password: str) -> str:
+    """Check the form's CSRF token and the password; start a session (a redirect)."""
+    if not forms.valid(bottle.request.get_cookie(LOGIN_COOKIE),
+                       bottle.request.forms.get("csrf_token")):
+        bottle.request.environ[AUDIT_ERROR] = "csrf_failed"
+        return _login_form(forms, 403, "This sign-in form has expired or was not sent "
+                           "from this panel; please sign in again.", username)
+    try:
+        user, secret = panel.auth.login_token(
+            username, password, kind="session", ttl=SESSION_TTL, via="browser",
+            address=bottle.request.environ.get("REMOTE_ADDR"),
+            replaces=bottle.request.get_cookie(SESSION_COOKIE))
+    except TooManyAttempts as exc:
+        bottle.request.environ[AUDIT_ERROR] = exc.code
+        bottle.response.set_header("Retry-After", str(exc.retry_after))
+        return _login_form(forms, 429, exc.message, username)
+    except PanelError as exc:
+        bottle.request.environ[AUDIT_ERROR] = exc.code
+        return _login_form(forms, 401, exc.message, username)
+    bottle.request.environ[AUDIT_USER] = user
+    bottle.response.delete_cookie(LOGIN_COOKIE, path="/login")
+    bottle.response.set_cookie(
+        SESSION_COOKIE, secret, path="/", httponly=True, samesite="strict",
+        max_age=SESSION_TTL, secure=_https(),
+    )
+    return bottle.redirect("/")
+
+
+def _audited(panel: Panel, path: str, answer: Callable[[], str],
+             body: dict[str, Any] | None = None,
+             found: tuple[dict, dict] | None = None) -> str:
+    """``answer()``, recorded in the audit log as ``POST path`` (the API's calls are
+    recorded by the glue; these two pages are not API routes)."""
+    started, status = time.monotonic(), 500
+    try:
+        text = answer()
+        status = bottle.response.status_code
+        return text
+    except bottle.HTTPResponse as exc:  # the redirect of a success
+        status = exc.status_code
+        raise
+    finally:
+        request = bottle.request
+        try:
+            panel.audit.record(AuditCall(
+                method="POST", route=path, path=path, status=status,
+                error=request.environ.get(AUDIT_ERROR), body=body,
+                user=found[0] if found else request.environ.get(AUDIT_USER),
+                token=found[1] if found else None,
+                address=request.environ.get("REMOTE_ADDR"),
+                duration_ms=(time.monotonic() - started) * 1000))
+        except Exception:  # never fails the sign-in
+            log.exception("could not record POST %s in the audit log", path)
 
 
 def _register_logout(app: bottle.Bottle, panel: Panel) -> None:
     @app.post("/logout")
     def logout() -> str:
         found = _session(panel)
-        if found:
-            sent = bottle.request.forms.get("csrf_token", "")
-            if not hmac.compare_digest(sent, found[1]["csrf"]):
-                bottle.response.status = 403
-                return "CSRF check failed"
-            panel.auth.logout(found[1]["id"])
-        bottle.response.delete_cookie(SESSION_COOKIE, path="/")
-        return bottle.redirect("/login")
+        return _audited(panel, "/logout", lambda: _sign_out(panel, found), found=found)
+
+
+def _sign_out(panel: Panel, found: tuple[dict, dict] | None) -> str:
+    """End the browser's session (CSRF-checked) and go to the sign-in page."""
+    if found:
+        sent = bottle.request.forms.get("csrf_token", "")
+        if not hmac.compare_digest(sent, found[1]["csrf"]):
+            bottle.request.environ[AUDIT_ERROR] = "csrf_failed"
+            bottle.response.status = 403
+            return "CSRF check failed"
+        panel.auth.logout(found[1]["id"])
+    bottle.response.delete_cookie(SESSION_COOKIE, path="/")
+    return bottle.redirect("/login")

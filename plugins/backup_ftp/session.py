@@ -92,7 +92,10 @@ class FtpSession:
         if not self.tls:
             return ftplib.FTP(timeout=self.timeout)  # noqa: S321 - plain FTP is an option
         if self.tls_ca:
-            context = ssl.create_default_context(cadata=self.tls_ca)
+            try:
+                context = ssl.create_default_context(cadata=self.tls_ca)
+            except (ssl.SSLError, TypeError, ValueError) as exc:  # not a PEM certificate
+                raise self.error(f"the CA certificate (tls_ca) is not usable: {exc}") from exc
         else:  # encrypted, not authenticated (self-signed servers): like ftplib's default
             context = ssl.create_default_context()
             context.check_hostname = False

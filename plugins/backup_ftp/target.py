@@ -40,6 +40,7 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                  "description": "Folder on the server for the archives; created if missing"},
         "tls": {"type": "boolean", "title": "Explicit FTPS (TLS)", "default": False},
         "tls_ca": {"type": "string", "title": "CA certificate (PEM)", "maxLength": 65536,
+                   "pattern": r"^[\t\n\r\x20-\x7e]*$",  # PEM is ASCII (ssl refuses more)
                    "description": "Verify the server's TLS certificate (and host) against "
                                   "this CA; when empty the connection is encrypted but the "
                                   "server is not authenticated"},

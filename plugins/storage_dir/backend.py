@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from typing import ClassVar
 
 from hypervisor_panel.storage import BackingFileClones, StorageBackend
+from hypervisor_panel.validation import check_host_path
 
 PATH_PATTERN = r"^/(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._/+-]*$"
 DEFAULT_PATH = "/var/lib/libvirt/images/hvp"
@@ -27,7 +28,8 @@ class DirStorage(BackingFileClones, StorageBackend):
             "path": {
                 "type": "string",
                 "title": "Directory",
-                "description": "Absolute path on every node; created if missing",
+                "description": "Absolute path on every node; created if missing; "
+                               "system folders are refused",
                 "pattern": PATH_PATTERN,
                 "minLength": 2,
                 "maxLength": 255,
@@ -35,6 +37,16 @@ class DirStorage(BackingFileClones, StorageBackend):
             }
         },
     }
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """The folder must not be (or resolve into) a system folder: see hypervisor_panel
+        ``paths`` (a pool at /etc would make every file there a deletable volume)."""
+        check_host_path(options.get("path"), "a storage directory")
+
+    @property
+    def folder(self) -> str | None:
+        return self.options.get("path")
 
     def pool_xml(self) -> str:
         pool = ET.Element("pool", type="dir")

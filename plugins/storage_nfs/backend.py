@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import libvirt
 
 from hypervisor_panel.storage import BackingFileClones, StorageBackend, StorageError
+from hypervisor_panel.validation import check_host_path
 
 #: Absolute path, no ``..`` component, no characters that mean something to mount or XML.
 PATH_PATTERN = r"^/(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._/+-]*$"
@@ -104,7 +105,19 @@ class NFSStorage(BackingFileClones, StorageBackend):
         },
     }
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """A mount point must not be a system folder: mounting the export over /etc or
+        /var/lib/libvirt/qemu would hide the node's own files (the default, under
+        /var/lib/libvirt/images, is fine). The export is a path on the server: not checked."""
+        if "mount_point" in options:
+            check_host_path(options["mount_point"], "an NFS mount point")
+
     # -- pure parts ------------------------------------------------------------------
+    @property
+    def folder(self) -> str | None:
+        return self.mount_point
+
     @property
     def mount_point(self) -> str:
         return (self.options.get("mount_point")

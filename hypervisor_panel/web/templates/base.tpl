@@ -13,8 +13,8 @@
 <header class="topbar">
   <a class="brand" href="/">Hypervisor panel</a>
   <nav class="nav" data-testid="nav">
-  % admin_only = ("networks", "ip_pools", "backup_schedules", "backup_targets")
-  % for href, key, label in (("/", "dashboard", "Dashboard"), ("/vms", "vms", "VMs"), ("/storages", "storages", "Storages"), ("/networks", "networks", "Networks"), ("/ip-pools", "ip_pools", "IP pools"), ("/vm-templates", "vm_templates", "VM templates"), ("/os-templates", "os_templates", "OS templates"), ("/recipes", "recipes", "Recipes"), ("/nodes", "nodes", "Nodes"), ("/backups", "backups", "Backups"), ("/backup-schedules", "backup_schedules", "Schedules"), ("/backup-targets", "backup_targets", "Targets"), ("/tasks", "tasks", "Tasks")):
+  % admin_only = ("networks", "ip_pools", "backup_schedules", "backup_targets", "users", "audit")
+  % for href, key, label in (("/", "dashboard", "Dashboard"), ("/vms", "vms", "VMs"), ("/storages", "storages", "Storages"), ("/networks", "networks", "Networks"), ("/ip-pools", "ip_pools", "IP pools"), ("/vm-templates", "vm_templates", "VM templates"), ("/os-templates", "os_templates", "OS templates"), ("/recipes", "recipes", "Recipes"), ("/nodes", "nodes", "Nodes"), ("/backups", "backups", "Backups"), ("/backup-schedules", "backup_schedules", "Schedules"), ("/backup-targets", "backup_targets", "Targets"), ("/tasks", "tasks", "Tasks"), ("/users", "users", "Users"), ("/audit", "audit", "Audit log")):
     % if key not in admin_only or user['role'] == 'admin':
     % current = page == key or (page == "vm" and key == "vms")
     <a href="{{href}}" data-testid="nav-{{key}}"{{!' class="active" aria-current="page"' if current else ''}}>{{label}}</a>
