@@ -59,6 +59,11 @@ def within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+#: JSON Schema pattern of a plain absolute path (what :func:`syntax_problem` accepts), for
+#: option schemas of folders the panel only reads (recipe and OS template folders).
+PLAIN_PATH_PATTERN = r"^/(?!(.*/)?\.{1,2}(/|$))[^\x00]*$"
+
+
 def syntax_problem(path: object) -> str | None:
     """Why ``path`` is not a plain absolute path (None when it is one)."""
     if not isinstance(path, str) or not path:

@@ -21,11 +21,11 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from .errors import Invalid
-from .paths import check_host_path, path_problem, system_problem
+from .paths import PLAIN_PATH_PATTERN, check_host_path, path_problem, system_problem
 
-__all__ = ["ID", "NAME", "NAME_PATTERN", "SAFE_INTEGER", "check_host_path", "check_schema",
-           "depth", "number_problems", "path_problem", "system_problem", "validate",
-           "validator_for", "with_bounds"]
+__all__ = ["ID", "NAME", "NAME_PATTERN", "PLAIN_PATH_PATTERN", "SAFE_INTEGER",
+           "check_host_path", "check_schema", "depth", "number_problems", "path_problem",
+           "system_problem", "validate", "validator_for", "with_bounds"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 NAME = {

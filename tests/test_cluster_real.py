@@ -9,8 +9,10 @@ API, and the node comes back by itself.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -324,6 +326,72 @@ def test_maintenance_moves_a_stopped_vm_off_the_node_with_its_disk(cluster: dict
     admin.run("DELETE", f"/api/v1/vms/{vm_id}")
     back = admin.patch(f"/api/v1/nodes/{node2['id']}", {"maintenance": False})
     assert back.status == 200 and back.body["status"] == "online"
+
+
+def test_a_vm_on_the_ssh_node_is_backed_up_through_a_tunnel_and_restored(
+        cluster: dict, node2: dict, tmp_path: Path):
+    """QEMU's NBD export is on node 2's loopback: the panel reads it through a tunnel in
+    node 2's SSH connection; the restore writes through node 2's libvirt streams."""
+    from tests.test_backups_real import raw_sha
+
+    admin: Client = cluster["admin"]
+    name = f"bk2-{cluster['tag']}"
+    template = admin.post("/api/v1/vm-templates", {"name": name, "memory_mib": 64,
+                                                   "vcpus": 1, "disk_gib": 1}).body
+    task = admin.run("POST", "/api/v1/vms", {"name": name, "vm_template": template["id"],
+                                             "node": node2["id"],
+                                             "storage": cluster["storage"]["id"]})
+    vm = admin.get(f"/api/v1/vms/{task['result']['vm']}").body
+    pool = f"/var/lib/libvirt/images/hvp-cl-{cluster['tag']}"
+    disk = cluster["daemon2"].host_path(f"{pool}/{vm['disks'][0]['volume']}")
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(8 * 1024 * 1024))
+
+    def write(offset: int) -> None:
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -q -s {data} {offset} 8M",
+                        str(disk)], check=True, capture_output=True)
+
+    write(16 * 1024 * 1024)
+    before = raw_sha(disk)
+    target = admin.post("/api/v1/backup-targets", {"name": f"t-{name}", "backend": "local",
+                                                    "options": {"path": str(tmp_path / "b")}})
+    assert target.status == 201, target
+    try:
+        done = admin.run("POST", f"/api/v1/vms/{vm['id']}/actions/backup",
+                         {"target": target.body["id"], "mode": "full"}, timeout=300)
+        assert any("through an SSH tunnel to node node2" in line for line in done["log"]), \
+            done["log"]
+        backup = admin.get(f"/api/v1/backups/{done['result']['backup']}").body
+        assert backup["node"] == node2["id"] and backup["data_bytes"] >= 8 * 1024 * 1024
+        write(16 * 1024 * 1024 + 4096)  # the disk changes after the backup
+        assert raw_sha(disk) != before
+        admin.run("POST", f"/api/v1/backups/{backup['id']}/actions/restore",
+                  {"mode": "replace", "start": False}, timeout=300)
+        after = admin.get(f"/api/v1/vms/{vm['id']}").body
+        assert after["node"] == node2["id"]
+        restored = cluster["daemon2"].host_path(f"{pool}/{after['disks'][0]['volume']}")
+        assert raw_sha(restored) == before
+        # A running VM with a backup's checkpoint migrates; its chain then starts again.
+        admin.run("POST", f"/api/v1/vms/{vm['id']}/actions/start")
+        admin.run("POST", f"/api/v1/vms/{vm['id']}/actions/backup",
+                  {"target": target.body["id"], "mode": "full"}, timeout=300)
+        local = next(n for n in admin.get("/api/v1/nodes").body["items"] if n["kind"] == "local")
+        admin.run("POST", f"/api/v1/vms/{vm['id']}/actions/migrate", {"node": local["id"]},
+                  timeout=300)
+        moved = admin.get(f"/api/v1/vms/{vm['id']}").body
+        assert moved["node"] == local["id"] and moved["state"] == "running"
+        again = admin.run("POST", f"/api/v1/vms/{vm['id']}/actions/backup",
+                          {"target": target.body["id"], "mode": "incremental"}, timeout=300)
+        assert again["result"]["type"] == "full", again["result"]
+        assert "checkpoint" in again["result"]["fallback_reason"], again["result"]
+        admin.run("POST", f"/api/v1/vms/{vm['id']}/actions/destroy")
+    finally:
+        for item in admin.get(f"/api/v1/backups?vm={vm['id']}").body["items"]:
+            admin.delete(f"/api/v1/backups/{item['id']}")
+        admin.delete(f"/api/v1/backup-targets/{target.body['id']}")
+        gone = admin.request("DELETE", f"/api/v1/vms/{vm['id']}")
+        if gone.status == 202:
+            admin.wait_task(gone.body["task"]["id"])
 
 
 def test_wrong_password_adds_no_node(cluster: dict, node2: dict):

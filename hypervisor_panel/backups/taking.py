@@ -96,7 +96,8 @@ class BackupTaker:
         result = backup_domain(
             dom, writer, vm_record=dict(vm), keep_checkpoints=keep, progress=meter,
             parent=ParentBackup(parent["archive"], parent["checkpoint"]) if parent else None,
-            cancelled=lambda: ctx.cancelled, nbd_server=NbdServer(), archive_name=archive)
+            cancelled=lambda: ctx.cancelled, nbd_server=self._nbd_server(ctx, vm["node"]),
+            archive_name=archive)
         meter.finish()
         for warning in result.warnings:
             ctx.log(f"note: {warning}")
@@ -117,6 +118,16 @@ class BackupTaker:
                 f"{result.data_bytes / MIB:.1f} MiB of data in {result.seconds:.1f} s")
         return {"backup": record["id"], "type": result.kind, "size": result.size,
                 "data_bytes": result.data_bytes, "fallback_reason": result.fallback_reason}
+
+    def _nbd_server(self, ctx: TaskContext, node_id: str) -> NbdServer:
+        """QEMU's NBD export is on the node's loopback: reached directly on this machine,
+        through an SSH tunnel (the node's pinned connection) on a remote node."""
+        node = self.backups.nodes.require(node_id)
+        if node.get("kind") != "ssh":
+            return NbdServer()
+        ctx.log(f"reading the disks through an SSH tunnel to node {node['name']}")
+        return NbdServer(tunnel=lambda port: self.backups.nodes.forward(
+            node_id, "127.0.0.1", port))
 
     def _publish(self, target: Any, archive: str, record: dict[str, Any]) -> dict[str, Any]:
         """Record the backup; over the owner's quota by now, the archive goes again."""

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,6 +54,7 @@ from .vm_disks import (
 DEFAULT_SCRATCH_DIR = "/var/lib/libvirt/images"
 PROGRESS_EVERY = 0.25  # seconds between progress callbacks
 PORT_ATTEMPTS = 3
+REMOTE_PORTS = (20000, 30000)  # where a remote node's NBD server may listen (its loopback)
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,32 @@ class ParentBackup:
 @dataclass(frozen=True)
 class NbdServer:
     """Where QEMU's NBD server listens on the node (``host``, ``port``: None picks a free
-    local port) and where this process connects to it (a tunnel's end, for remote nodes)."""
+    port) and how this process reaches it: directly, at ``connect_host:connect_port``, or
+    through ``tunnel(port)``, a context giving the local end of a tunnel to the node's
+    ``host:port`` (a remote node: its port is then picked at random, retried when taken).
+    """
 
     host: str = "127.0.0.1"
     port: int | None = None
     connect_host: str | None = None
     connect_port: int | None = None
+    tunnel: Callable[[int], AbstractContextManager[tuple[str, int]]] | None = None
+
+    def pick_port(self) -> int:
+        if self.port:
+            return self.port
+        if self.tunnel is None:
+            return free_port(self.host)
+        return secrets.randbelow(REMOTE_PORTS[1] - REMOTE_PORTS[0]) + REMOTE_PORTS[0]
+
+    @contextlib.contextmanager
+    def reach(self, port: int) -> Iterator[tuple[str, int]]:
+        """Where to connect to the server listening on ``port``."""
+        if self.tunnel is not None:
+            with self.tunnel(port) as local_end:
+                yield local_end
+        else:
+            yield self.connect_host or self.host, self.connect_port or port
 
 
 @dataclass
@@ -254,7 +277,7 @@ def _begin_with_fallback(job: _Job) -> bool:
     """Start the pull job (retrying a taken port, falling back to full); made a checkpoint."""
     checkpoint = checkpoint_xml(job.checkpoint, job.disks)
     for attempt in range(PORT_ATTEMPTS):
-        port = job.server.port or free_port(job.server.host)
+        port = job.server.pick_port()
         token = job.checkpoint.rsplit("-", 1)[-1]
         scratch = {d.target: d.scratch_path(job.scratch_dir, token) for d in job.disks}
         xml = backup_xml(job.disks, job.server.host, port, job.incremental, scratch)
@@ -277,9 +300,12 @@ def _begin_with_fallback(job: _Job) -> bool:
 
 def _stream_disks(job: _Job) -> None:
     """Connect to every export, plan all disks (for a known total), then stream each."""
-    host = job.server.connect_host or job.server.host
-    port = job.server.connect_port or job.port
     handles: dict[str, Any] = {}
+    with job.server.reach(job.port) as (host, port):
+        _stream_through(job, host, port, handles)
+
+
+def _stream_through(job: _Job, host: str, port: int, handles: dict[str, Any]) -> None:
     try:
         plans = {}
         for disk in job.disks:

@@ -7,18 +7,30 @@ through a shell built from input.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
+import paramiko
 
 from ..cluster import ssh
 from ..errors import NodeCommandError, PanelError
 from .records import NodeRecord
 
 COMMAND_TIMEOUT = 60.0
+
+
+@contextlib.contextmanager
+def node_session(node: NodeRecord) -> Iterator[paramiko.SSHClient]:
+    """A paramiko session to an SSH node with its pinned host key and the panel's key."""
+    key_type, blob = node["host_key"].split()[:2]
+    pkey = ssh.load_private_key(Path(node["keyfile"]).read_text())
+    with ssh.session(node["host"], node["port"], node["username"],
+                     ssh.HostKey(key_type, blob), pkey=pkey) as client:
+        yield client
 
 
 @dataclass
@@ -57,11 +69,7 @@ class NodeHandle:
         return self._run_ssh(argv, check)
 
     def _run_ssh(self, argv: list[str], check: bool) -> str:
-        node = self.record
-        key_type, blob = node["host_key"].split()[:2]
-        pkey = ssh.load_private_key(Path(node["keyfile"]).read_text())
-        with ssh.session(node["host"], node["port"], node["username"],
-                         ssh.HostKey(key_type, blob), pkey=pkey) as client:
+        with node_session(self.record) as client:
             try:
                 return ssh.run(client, argv, timeout=COMMAND_TIMEOUT)
             except PanelError as exc:

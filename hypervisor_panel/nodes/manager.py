@@ -8,16 +8,17 @@ came (back) online: define the storages there), ``on_domain_event`` and ``evacua
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import libvirt
 
-from ..cluster import ssh
+from ..cluster import ssh, tunnel
 from ..cluster.checks import local_facts
 from ..errors import Conflict, NotFound, PanelError, Unavailable
 from ..events import EventLog
@@ -27,7 +28,7 @@ from ..virt.connection import DomainEventHandler, NodeConnection
 from ..virt.demo import connection_for, demo_uri
 from ..virt.facts import libvirt_facts
 from . import local
-from .context import NodeHandle
+from .context import NodeHandle, node_session
 from .kvm import KvmGuard
 from .local import local_libvirt_answers, node_record
 from .records import TABLE, NodeRecord
@@ -248,15 +249,23 @@ class NodeManager:
         node = self.require(node_id)
         if node.get("kind") != "ssh":
             return Path(path).is_file()
-        key_type, blob = node["host_key"].split()[:2]
-        pkey = ssh.load_private_key(Path(node["keyfile"]).read_text())
-        with ssh.session(node["host"], node["port"], node["username"],
-                         ssh.HostKey(key_type, blob), pkey=pkey) as client:
+        with node_session(node) as client:
             try:
                 ssh.run(client, ["test", "-f", path, "-a", "-r", path])
             except PanelError:
                 return False
         return True
+
+    @contextlib.contextmanager
+    def forward(self, node_id: str, host: str, port: int) -> Iterator[tuple[str, int]]:
+        """A local ``(host, port)`` reaching ``host:port`` as the node sees it: the address
+        itself on this machine's nodes, an SSH tunnel for remote (SSH) ones."""
+        node = self.require(node_id)
+        if node.get("kind") != "ssh":
+            yield host, port
+            return
+        with node_session(node) as client, tunnel.forward(client, host, port) as local_end:
+            yield local_end
 
     def context(self, node_id: str) -> NodeHandle:
         """The node as capability plugins see it (``network.NodeContext``)."""

@@ -312,8 +312,15 @@ def _audit(audit: AuditLog, route: Route, url_args: dict[str, Any], seen: dict[s
         log.exception("could not record %s %s in the audit log", route.method, request.path)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _call_scoped(route: Route, req: ApiRequest, url_args: dict[str, Any]) -> Any:
-    """Call the handler within what the request's token may do (``auth_scope``)."""
+    """Call the handler within what the request's token may do (``auth_scope``); a path
+    parameter with a control character (NUL...) names nothing and never reaches libvirt."""
+    for name, value in url_args.items():
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise BadRequest(f"{name} must not contain control characters", code="bad_path")
     check_scope(req.token, route.method, route.path, url_args)
     return filter_result(req.token, route.method, route.path, route.handler(req, **url_args))
 

@@ -15,8 +15,9 @@ from hypervisor_panel.os_templates import (
     check_relative_path,
     parse_index,
 )
+from hypervisor_panel.validation import PLAIN_PATH_PATTERN
 
-PATH_PATTERN = r"^/(?!.*(^|/)\.\.(/|$)).*$"
+PATH_PATTERN = PLAIN_PATH_PATTERN
 INDEX_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 

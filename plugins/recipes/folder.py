@@ -14,6 +14,7 @@ from hypervisor_panel.recipes import (
     RecipeText,
     UnsafeSource,
 )
+from hypervisor_panel.validation import PLAIN_PATH_PATTERN
 
 
 class FolderSource(RecipeSource):
@@ -24,7 +25,7 @@ class FolderSource(RecipeSource):
         "additionalProperties": False,
         "required": ["path"],
         "properties": {
-            "path": {"type": "string", "pattern": "^/", "maxLength": 4096,
+            "path": {"type": "string", "pattern": PLAIN_PATH_PATTERN, "maxLength": 4096,
                      "description": "absolute path of the folder"},
             "recursive": {"type": "boolean", "default": False,
                           "description": "also read the folders inside it"},
