@@ -35,7 +35,7 @@ from .archive import (
 BASE_ALLOCATION = "base:allocation"
 STATE_ZERO = 2  # NBD_STATE_ZERO: reads as zeros
 DIRTY = 1  # a set bit in a qemu:dirty-bitmap context
-MAX_STATUS = 1 << 30  # bytes asked per block_status call (the protocol allows < 4 GiB)
+MAX_STATUS = (1 << 32) - (1 << 20)  # bytes per block_status call (the protocol: < 4 GiB)
 READ_DEPTH = 4  # NBD reads in flight (QEMU serves them in parallel: ~2.5x one at a time)
 
 
@@ -70,31 +70,38 @@ def connect(host: str, port: int, export: str, bitmap: str | None = None) -> Any
     return handle
 
 
-def _context_map(handle: Any, context: str, size: int) -> list[tuple[int, int, int]]:
-    """``(start, end, flags)`` over the whole export for one metadata context."""
-    out: list[tuple[int, int, int]] = []
+def _context_maps(handle: Any, contexts: list[str], size: int
+                  ) -> dict[str, list[tuple[int, int, int]]]:
+    """``(start, end, flags)`` over the whole export for each metadata context, from one
+    pass: every reply carries all negotiated contexts, so one walk serves them all (each
+    round trip costs the most when the guest keeps QEMU's main loop busy)."""
+    maps: dict[str, list[tuple[int, int, int]]] = {c: [] for c in contexts}
     offset = 0
     while offset < size:
         count = min(size - offset, MAX_STATUS)
-        found: list[int] = []
+        found: dict[str, list[int]] = {c: [] for c in contexts}
 
         def callback(name: str, start: int, entries: list[int], err: Any,
-                     found: list[int] = found) -> int:
-            if name == context:
-                found.extend(entries)
+                     found: dict[str, list[int]] = found) -> int:
+            if name in found:
+                found[name].extend(entries)
             return 0
 
         handle.block_status(count, offset, callback)
-        if not found:
-            raise BackupError(f"the NBD server gave no {context} extents at {offset}")
-        position = offset
-        for length, flags in zip(found[::2], found[1::2], strict=True):
-            end = min(position + length, offset + count)
-            if end > position:
-                out.append((position, end, flags))
-            position = end
-        offset = position
-    return out
+        reached = offset + count
+        for context, entries in found.items():
+            if not entries:
+                raise BackupError(f"the NBD server gave no {context} extents at {offset}")
+            reached = min(reached, offset + sum(entries[::2]))
+        for context, entries in found.items():
+            position = offset
+            for length, flags in zip(entries[::2], entries[1::2], strict=True):
+                end = min(position + length, reached)
+                if end > position:
+                    maps[context].append((position, end, flags))
+                position = end
+        offset = reached
+    return maps
 
 
 @dataclass(frozen=True)
@@ -129,8 +136,8 @@ def _intersect(allocation: list[tuple[int, int, int]],
 def plan_disk(handle: Any, bitmap: str | None = None) -> list[Planned]:
     """The extents to store for the export: merged, data split at ``CHUNK`` boundaries."""
     size = handle.get_size()
-    allocation = _context_map(handle, BASE_ALLOCATION, size)
-    dirty = _context_map(handle, bitmap, size) if bitmap else None
+    maps = _context_maps(handle, [BASE_ALLOCATION, *([bitmap] if bitmap else [])], size)
+    allocation, dirty = maps[BASE_ALLOCATION], maps[bitmap] if bitmap else None
     merged: list[list[Any]] = []
     for start, end, is_data in _intersect(allocation, dirty):
         if merged and merged[-1][1] == start and merged[-1][2] == is_data:
