@@ -52,6 +52,7 @@ from .archive_format import (
     ZERO_CHUNK,
     ZSTD_LEVEL,
     ArchiveDamaged,
+    BackgroundHash,
     BackupCancelled,
     BackupError,
     ByteStream,
@@ -274,7 +275,7 @@ def read_part(stream: ByteStream, part: dict[str, Any],
     The checks run after the last extent is yielded: a consumer treats the part as good
     only once the generator is exhausted.
     """
-    logical = hashlib.sha256()
+    logical = BackgroundHash() if verify else None
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="hvp-unzstd")
     items: queue.Queue = queue.Queue(QUEUE_DEPTH)
     stop = threading.Event()
@@ -288,13 +289,15 @@ def read_part(stream: ByteStream, part: dict[str, Any],
             extent, job = item
             if job is not None:
                 data = job.result()
-                if verify:
+                if logical is not None:
                     logical.update(extent_digest_header(extent.offset, extent.length))
                     logical.update(data)
             yield extent
-        if verify:
+        if logical is not None:
             _check_logical(part, logical.hexdigest())
     finally:
+        if logical is not None:
+            logical.close()
         stop.set()
         thread.join(timeout=30)
         pool.shutdown(wait=True, cancel_futures=True)

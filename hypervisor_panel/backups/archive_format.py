@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import struct
 import threading
@@ -66,6 +67,34 @@ def put_unless(items: queue.Queue, item: Any, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
+
+
+class BackgroundHash:
+    """A SHA-256 fed in order by one thread and computed in another: hashlib releases the
+    GIL on large buffers, so the hashing overlaps the feeder's own work (writing a disk)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._items: queue.Queue = queue.Queue(QUEUE_DEPTH)  # bounds the memory held
+        self._thread = threading.Thread(target=self._run, daemon=True, name="hvp-sha256")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._items.get()) is not None:
+            self._hash.update(data)
+
+    def update(self, data: bytes) -> None:
+        self._items.put(data)
+
+    def close(self) -> None:
+        """Stop the thread (idempotent); the digest is complete after this."""
+        if self._thread.is_alive():
+            self._items.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
 
 
 def compress(raw: bytes) -> bytes:

@@ -95,7 +95,8 @@ class BackupRestorer:
         # only after every hash matched, and deleted when one does not.
         meter = Meter(ctx)
         result = restore_chain(conn, self.backups.refs(chain), placements, verify_first=False,
-                               progress=meter, cancelled=lambda: ctx.cancelled)
+                               progress=meter, cancelled=lambda: ctx.cancelled,
+                               local=self.backups.nodes.is_local(vm["node"]))
         meter.finish()
         ctx.log("archives verified and disks written; stopping the VM and swapping them in")
         after = vms.replace_disks(vm_id, {dev: vol.name for dev, vol in result.volumes.items()},
@@ -130,7 +131,8 @@ class BackupRestorer:
         meter = Meter(ctx)
         result = restore_chain(conn, refs, {main: DiskPlacement(backend, volume)},
                                verify_first=False, progress=meter,
-                               cancelled=lambda: ctx.cancelled)
+                               cancelled=lambda: ctx.cancelled,
+                               local=self.backups.nodes.is_local(node_id))
         meter.finish()
         request: dict[str, Any] = {"name": body["name"], "vm_template": template,
                                    "storage": storage_id, "node": node_id,

@@ -122,8 +122,10 @@ def _check_placements(manifest: dict[str, Any],
 def restore_chain(conn: libvirt.virConnect, chain: Sequence[ArchiveRef],
                   placements: Mapping[str, DiskPlacement], *, verify_first: bool = True,
                   progress: Progress | None = None,
-                  cancelled: CancelCheck | None = None) -> RestoreResult:
+                  cancelled: CancelCheck | None = None, local: bool = False
+                  ) -> RestoreResult:
     """Restore the disks in ``placements`` (dev -> new volume) from ``chain``, oldest first.
+    ``local``: ``conn`` is this machine's libvirtd (file volumes are written directly).
 
     ``verify_first`` (the default) re-reads and checks every archive before anything is
     written; without it the archives are read once and checked while written (a bad hash
@@ -146,7 +148,7 @@ def restore_chain(conn: libvirt.virConnect, chain: Sequence[ArchiveRef],
             try:
                 volumes[dev] = write_disk(conn, dev, placement, sizes[dev],
                                           _cancellable(pieces, cancelled), meter.advance,
-                                          created)
+                                          created, local)
             finally:
                 pieces.close()
     except BaseException as exc:
