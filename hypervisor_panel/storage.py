@@ -6,9 +6,8 @@ without copying disks), ``copy_on_write`` (clones share the image's data) and an
 renders its form from it; properties marked ``writeOnly`` are secrets, never returned).
 
 XML generation is pure (``pool_xml``, ``volume_xml``, ``clone_xml``, ``disk``); side effects
-live in ``prepare`` (secrets, reachability checks) and in the volume operations, which
-default to libvirt's storage API: a third party adds iSCSI or GlusterFS by writing a
-subclass, without touching the core.
+live in ``prepare`` (secrets, reachability checks) and in the volume operations (libvirt's
+storage API by default): a third party adds iSCSI or GlusterFS with a subclass alone.
 """
 
 from __future__ import annotations
@@ -318,8 +317,10 @@ class StorageBackend:
                 stream.abort()
             raise
 
-    def upload(self, conn: libvirt.virConnect, name: str, source: BinaryIO, length: int) -> None:
-        """Write ``length`` bytes from ``source`` into the existing volume ``name``."""
+    def upload(self, conn: libvirt.virConnect, name: str, source: BinaryIO, length: int,
+               fresh: bool = False) -> None:
+        """Write ``length`` bytes from ``source`` into volume ``name`` (``fresh``: it was
+        just made and reads as zeros, so zero chunks may be skipped)."""
         vol = self.lookup_volume(conn, name)
         if length > vol.info()[1]:
             raise Invalid(f"{length} bytes do not fit in volume {name!r} "

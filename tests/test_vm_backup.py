@@ -682,6 +682,12 @@ def test_an_rbd_disk_is_backed_up_in_full_and_restored_into_a_new_image(real: Re
                                 {"vda": DiskPlacement(backend, f"restored-{real.tag}")}).volumes
         assert volumes["vda"].name == f"restored-{real.tag}"
         assert same_content(ceph.rbd_spec(vol.name()), ceph.rbd_spec(volumes["vda"].name))
+        # The restored image stays thin: the 56 MiB of holes take no objects.
+        with backend._image(volumes["vda"].name) as image:
+            used: list[int] = []
+            image.diff_iterate(0, image.size(), None,
+                               lambda _off, length, exists: used.append(length if exists else 0))
+        assert sum(used) <= 8 * MIB, used
     finally:
         if dom is not None:
             with contextlib.suppress(libvirt.libvirtError):

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import os
 import secrets
@@ -178,8 +179,11 @@ def write_disk(conn: libvirt.virConnect, dev: str, placement: DiskPlacement, siz
     if type(backend).upload is not StorageBackend.upload and fmt != "qcow2":
         vol = backend.create_volume(conn, placement.name, size, placement.fmt)
         created.append((backend, placement.name))
-        backend.upload(conn, placement.name,
-                       io.BufferedReader(PieceReader(pieces, advance), CHUNK), size)
+        reader = io.BufferedReader(PieceReader(pieces, advance), CHUNK)
+        if "fresh" in inspect.signature(backend.upload).parameters:
+            backend.upload(conn, placement.name, reader, size, fresh=True)  # stays thin
+        else:  # a plugin written before the hint
+            backend.upload(conn, placement.name, reader, size)
         return _described(vol, dev, fmt)
     if fmt == "raw":
         vol = backend.create_volume(conn, placement.name, size, placement.fmt)

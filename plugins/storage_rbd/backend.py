@@ -19,6 +19,7 @@ from hypervisor_panel.storage import STREAM_CHUNK, Disk, StorageBackend, call_li
 from .checks import check_cluster, cluster_session, decode_key, rados_available
 
 RBD_NS = "http://libvirt.org/schemas/storagepool/rbd/1.0"
+ZEROS = bytes(STREAM_CHUNK)
 DEFAULT_PORT = 6789
 #: librados timeouts (seconds) so that a lost cluster fails tasks instead of hanging them.
 TIMEOUTS = {"client_mount_timeout": "10", "rados_mon_op_timeout": "10",
@@ -200,7 +201,10 @@ class RBDStorage(StorageBackend):
                 offset += len(chunk)
                 yield chunk
 
-    def upload(self, conn: libvirt.virConnect, name: str, source: BinaryIO, length: int) -> None:
+    def upload(self, conn: libvirt.virConnect, name: str, source: BinaryIO, length: int,
+               fresh: bool = False) -> None:
+        """Write into the image; into a ``fresh`` one, all-zero chunks are not written, so
+        the image stays thin (a restore's holes take no objects)."""
         vol = self.lookup_volume(conn, name)
         if length > vol.info()[1]:
             raise Invalid(f"{length} bytes do not fit in volume {name!r} "
@@ -212,6 +216,7 @@ class RBDStorage(StorageBackend):
                 if not chunk:
                     raise Invalid(f"the upload ended after {offset} of {length} bytes",
                                   code="short_upload")
-                image.write(chunk, offset)
+                if not (fresh and chunk == ZEROS[:len(chunk)]):
+                    image.write(chunk, offset)
                 offset += len(chunk)
             image.flush()
