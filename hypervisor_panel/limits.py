@@ -2,7 +2,7 @@
 
 A quota caps what a user's VMs take in total; a key that is missing means no limit. The
 maxima keep stored numbers sane (a quota beyond them is refused as bad input, not stored).
-Admins are never limited. ``snapshots`` is not a quota: the panel has no VM snapshots yet.
+Admins are never limited.
 
 Permissions are off unless an admin turns them on for a user, as in VMmanager:
 ``add_recipes`` (add and edit their own recipes) and ``upload_isos`` (upload installer ISOs
@@ -21,10 +21,11 @@ QUOTA_MAXIMA: dict[str, int] = {
     "disk_gib": 1024**3,
     "ips": 1_000_000,
     "backups": 1_000_000,
+    "snapshots": 1_000_000,
 }
 QUOTA_WORDS: dict[str, str] = {
     "vms": "VMs", "vcpus": "vCPUs", "memory_mib": "MiB of RAM", "disk_gib": "GiB of disk",
-    "ips": "IP addresses", "backups": "backups",
+    "ips": "IP addresses", "backups": "backups", "snapshots": "snapshots",
 }
 PERMISSIONS: dict[str, str] = {
     "add_recipes": "may add recipes (their own, run on their VMs only)",

@@ -89,6 +89,10 @@ RULES: dict[tuple[str, str], str | int] = {
     ("POST", "/vms/{vm_id}/interfaces"): 404,
     ("DELETE", "/vms/{vm_id}/interfaces/{nic_id}"): 404,
     ("GET", "/vms/{vm_id}/network-config"): 404,
+    ("GET", "/vms/{vm_id}/snapshots"): 404,
+    ("POST", "/vms/{vm_id}/snapshots"): 404,
+    ("POST", "/vms/{vm_id}/snapshots/{name}/actions/revert"): 404,
+    ("DELETE", "/vms/{vm_id}/snapshots/{name}"): 404,
     ("GET", "/backups"): SHARED,  # the backups of the user's VMs
     ("GET", "/backups/{backup_id}"): ADMINS,
 }
@@ -99,6 +103,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/vms/{vm_id}/actions/reinstall"): {"os_template": "{os_template_id}"},
     ("POST", "/vms/{vm_id}/actions/migrate"): {"node": "{node_id}"},
     ("POST", "/vms/{vm_id}/interfaces"): {"network": "{network_id}"},
+    ("POST", "/vms/{vm_id}/snapshots"): {"name": "snap1"},
     ("PATCH", "/recipes/{recipe_id}"): {"access": "nobody"},
 }
 QUERIES = {("GET", "/vms/{vm_id}/migration-check"): "?node={node_id}"}

@@ -42,7 +42,7 @@ def _create(client: Client, setup: dict, name: str, **extra: Any):
 
 def test_quota_and_permission_values_are_bounded_and_known(env: dict):  # noqa: F811
     admin = env["admin"]
-    for bad in ({"vms": QUOTA_MAXIMA["vms"] + 1}, {"ips": -1}, {"snapshots": 1},
+    for bad in ({"vms": QUOTA_MAXIMA["vms"] + 1}, {"ips": -1}, {"snaps": 1},
                 {"disk_gib": 1.5}, {"backups": True}):
         assert_error(admin.post("/api/v1/users", {"name": "q", "password": PASSWORD,
                                                   "quota": bad}), 422)

@@ -13,6 +13,7 @@ from . import (
     nodes,
     os_templates,
     recipes,
+    snapshots,
     storages,
     system,
     templates,
@@ -24,6 +25,6 @@ def core_routes(panel: PanelHost) -> RouteTable:
     """Every core route (the web glue serves them; OpenAPI describes them)."""
     table = RouteTable()
     for module in (system, account, nodes, templates, storages, networks, os_templates,
-                   recipes, vms, interfaces, backups, audit):
+                   recipes, vms, interfaces, snapshots, backups, audit):
         module.declare(table, panel)
     return table

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import Conflict, Invalid, NotFound
 from ..tasks import TaskContext
-from ..vms.records import backup_lock
+from ..vms.records import backup_lock, refuse_with_snapshots
 from .backup_job import forget_checkpoints
 from .service import BackupService
 from .taking import SYSTEM, Meter
@@ -68,6 +68,7 @@ class BackupRestorer:
                            "a new VM (mode: new)", code="vm_not_found")
         if self.tasks.busy(backup_lock(vm["id"])):
             raise Conflict(f"VM {vm['name']!r} is being backed up", code="vm_backup_running")
+        refuse_with_snapshots(vm, "restore a backup over it")  # type: ignore[arg-type]
         return self.tasks.submit(
             "backup.restore", lambda ctx: self._replace_body(ctx, vm["id"], chain, body),
             title=f"Restore VM {vm['name']} from {backup['name']}", owner=user["id"],

@@ -19,7 +19,7 @@ from .install import InstallRequest, seed_volume_name
 from .lifecycle import Lifecycle
 from .nics import VMNetworking
 from .provision import Provisioner
-from .records import TABLE, VMRecord
+from .records import TABLE, VMRecord, refuse_with_snapshots
 from .seed import hash_password
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class GuestOS:
                   ) -> dict[str, Any]:
         """A task that replaces the VM's disk with a fresh clone of an OS template and boots
         it with a new seed; its addresses, MACs and host key stay."""
+        refuse_with_snapshots(vm, "reinstall it")
         template = self.os_templates.get(body["os_template"]) if self.os_templates else None
         if template is None or template.get("state") != "ready" or template.get("kind") == "iso":
             raise Invalid(f"OS template {body['os_template']!r} is not a ready disk image",

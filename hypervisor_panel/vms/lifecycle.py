@@ -28,6 +28,8 @@ UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                   | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                   | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
                   | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)  # backups' checkpoints
+BASIC_UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                        | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 
 
 class Lifecycle:
@@ -131,8 +133,12 @@ class Lifecycle:
         self.reconciler.expect_undefine(vm["uuid"])
         if dom.isActive():
             dom.destroy()
-        try:
-            dom.undefineFlags(UNDEFINE_FLAGS)
-        except libvirt.libvirtError:
+        for flags in (UNDEFINE_FLAGS, BASIC_UNDEFINE_FLAGS):  # drivers without NVRAM etc.
+            try:
+                dom.undefineFlags(flags)
+                break
+            except libvirt.libvirtError:
+                continue
+        else:
             dom.undefine()
         self._mark(vm, None)

@@ -66,6 +66,9 @@ class Migrator:
         state, _ = self.reconciler.state_of(vm)
         if state not in ("running", "stopped", "paused"):
             out.append(f"the VM is {state}")
+        if vm.get("snapshots"):
+            out.append(f"the VM has {len(vm['snapshots'])} snapshot(s), which stay on its "
+                       "node: delete them first")
         out += checks.compatibility_problems(self.nodes.facts(target_id),
                                              [("source", self.nodes.facts(vm["node"]))])
         free = self.nodes.info(target_id).get("free_memory_mib")

@@ -44,6 +44,7 @@ class VMRecord(TypedDict, total=False):
     hostname: str
     installs: int  # how many times the OS was installed (the seed's instance-id)
     boot_order: list[str]
+    snapshots: list[dict[str, Any]]  # {name, description, created, state, memory}
     external_change: float
     created: float
 
@@ -59,3 +60,10 @@ def refuse_during_backup(tasks: Any, vm: VMRecord) -> None:
     if holder:
         raise Conflict(f"VM {vm['name']!r} is being backed up (task {holder}); try again "
                        "when the backup has finished", code="vm_backup_running")
+
+
+def refuse_with_snapshots(vm: VMRecord, what: str) -> None:
+    """409 when the VM has snapshots: ``what`` replaces its disks, which hold them."""
+    if vm.get("snapshots"):
+        raise Conflict(f"VM {vm['name']!r} has {len(vm['snapshots'])} snapshot(s) inside its "
+                       f"disks: delete them before you {what}", code="vm_has_snapshots")

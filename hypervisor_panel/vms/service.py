@@ -37,6 +37,7 @@ from .nics import VMNetworking
 from .provision import PrepareDomain, Provisioner
 from .reconcile import Reconciler
 from .records import TABLE, VMRecord, refuse_during_backup
+from .snapshots import SnapshotActions
 
 if TYPE_CHECKING:
     from ..nodes import NodeManager
@@ -79,6 +80,8 @@ class VMService:
         self.guest = GuestOS(store, tasks, nodes, storages, self.networking, self.keys,
                              self.lifecycle, self.provisioner)
         self.creator.guest = self.guest
+        self.snapshots = SnapshotActions(store, tasks, self.lifecycle, self.reconciler,
+                                         users.get_user)  # type: ignore[arg-type]
         self.recipes: Any = None
         for kind, finder in (("storage", self._using_storage), ("vm_template",
                              self._using_template), ("node", self._on_node),
@@ -256,6 +259,25 @@ class VMService:
         self.interfaces.remove_address(self.require(vm_id, user), nic_id, address)
         self.events.emit("vm.address_remove", vm_id, actor=user["id"], nic=nic_id,
                          address=address)
+
+    # -- snapshots (vms/snapshots.py) ----------------------------------------------------
+    def snapshot_list(self, vm_id: str, user: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.snapshots.listing(self.require(vm_id, user))
+
+    def snapshot(self, vm_id: str, action: str, user: dict[str, Any],
+                 name: str | None = None, body: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+        """Start a snapshot task: ``take`` (``body``), ``revert`` or ``delete`` (``name``)."""
+        vm = self.require(vm_id, user)
+        if action == "take":
+            task = self.snapshots.take(vm, body or {}, user)
+            name = (body or {}).get("name")
+        elif action == "revert":
+            task = self.snapshots.revert(vm, name or "", user)
+        else:
+            task = self.snapshots.delete(vm, name or "", user)
+        self.events.emit(f"vm.snapshot_{action}", vm_id, actor=user["id"], snapshot=name)
+        return task
 
     # -- update / delete ----------------------------------------------------------------
     def update(self, vm_id: str, data: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:

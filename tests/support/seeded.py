@@ -57,6 +57,7 @@ def seed(admin: Client, tmp: Path, *, owner: Client | None = None, tag: str = "s
     volume = admin.run("POST", f"/api/v1/storages/{ids['storage_id']}/volumes",
                        {"name": f"{tag}vol.qcow2", "size_gib": 1})
     ids["name"] = volume["result"].get("name", f"{tag}vol.qcow2")
+    owner.run("POST", f"/api/v1/vms/{ids['vm_id']}/snapshots", {"name": ids["name"]})
     _ok(admin.patch("/api/v1/recipe-settings", {"users_may_add": True}), 200)
     ids["recipe_id"] = _ok(owner.post("/api/v1/recipes",
                                       {"script": RECIPE.format(name=f"{tag}recipe")}))["id"]

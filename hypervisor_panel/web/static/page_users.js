@@ -6,7 +6,7 @@ import { $, el, fill } from './dom.js';
 import { busy, changed, clearError, every, isAdmin, showNotice } from './ui.js';
 
 const QUOTAS = [['vms', 'VMs'], ['vcpus', 'vCPUs'], ['memory_mib', 'MiB RAM'],
-  ['disk_gib', 'GiB disk'], ['ips', 'IPs'], ['backups', 'backups']];
+  ['disk_gib', 'GiB disk'], ['ips', 'IPs'], ['backups', 'backups'], ['snapshots', 'snapshots']];
 const PERMISSIONS = [['add_recipes', 'recipes'], ['upload_isos', 'ISOs']];
 const rows = $('#user-rows');
 const form = $('#user-form');

@@ -30,6 +30,7 @@
         <label>Disk (GiB) <input name="q_disk_gib" type="number" min="0" step="1" data-testid="quota-disk_gib"></label>
         <label>IP addresses <input name="q_ips" type="number" min="0" step="1" data-testid="quota-ips"></label>
         <label>Backups <input name="q_backups" type="number" min="0" step="1" data-testid="quota-backups"></label>
+        <label>Snapshots <input name="q_snapshots" type="number" min="0" step="1" data-testid="quota-snapshots"></label>
       </div>
     </fieldset>
     <fieldset class="wide">
