@@ -37,7 +37,7 @@ def test_an_admin_sets_a_users_quota_and_permissions_in_the_form(admin_page: Pag
     form.get_by_test_id("perm-add_recipes").check()
     form.get_by_test_id("user-submit").click()
     row = page.locator('[data-testid="user-row"][data-name="rita"]')
-    expect(row.get_by_test_id("user-quota")).to_have_text("1 VMs")
+    expect(row.get_by_test_id("user-quota")).to_have_text("0/1 VMs")
     expect(row.get_by_test_id("user-permissions")).to_have_text("recipes")
     rita = next(u for u in admin.get("/api/v1/users").body["items"] if u["name"] == "rita")
     assert rita["quota"] == {"vms": 1} and rita["permissions"] == {
@@ -55,7 +55,7 @@ def test_an_admin_sets_a_users_quota_and_permissions_in_the_form(admin_page: Pag
     form.get_by_test_id("quota-ips").fill("4")
     form.get_by_test_id("perm-upload_isos").check()
     form.get_by_test_id("user-submit").click()
-    expect(row.get_by_test_id("user-quota")).to_have_text("2 VMs, 4 IPs")
+    expect(row.get_by_test_id("user-quota")).to_have_text("1/2 VMs, 0/4 IPs")
     expect(row.get_by_test_id("user-permissions")).to_have_text("recipes, ISOs")
     assert as_rita.run("POST", "/api/v1/vms", {"name": "r2", "vm_template": template["id"]})
     assert as_rita.get("/api/v1/auth/me").status == 200  # no password change: still signed in

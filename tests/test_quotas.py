@@ -79,6 +79,11 @@ def test_an_ip_quota_refuses_the_vm_or_address_beyond_it_and_changes_nothing(
                              {"network": env["net"]["id"]}), 403, "quota_exceeded")
     assert len(admin.get(f"/api/v1/vms/{vm_id}").body["interfaces"]) == 1
     assert _in_use(admin, env["v4"]) == 2 and _in_use(admin, env["v6"]) == 1
+    # What the user holds, as they and admins see it.
+    usage = as_bob.get("/api/v1/auth/me").body["usage"]
+    assert usage == {"vms": 1, "vcpus": 1, "memory_mib": 16, "disk_gib": 1, "ips": 3,
+                     "snapshots": 0, "backups": 0}, usage
+    assert admin.get(f"/api/v1/users/{bob['id']}").body["usage"] == usage
     # Admins have no quota: the same requests pass for the admin's own VMs.
     mine = admin.run("POST", "/api/v1/vms", {"name": "a1", "vm_template": env["tiny"]["id"],
                                              "network": env["net"]["id"]})

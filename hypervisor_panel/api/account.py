@@ -128,7 +128,13 @@ def _declare_auth(api: RouteTable, panel: PanelHost) -> None:
     @api.route("/auth/me", summary="The authenticated user", response=s.USER,
                tags=("auth",))
     def me(req: ApiRequest) -> dict[str, Any]:
-        return public_user(req.user)
+        return _with_usage(panel, req.user)
+
+
+def _with_usage(panel: PanelHost, user: dict[str, Any]) -> dict[str, Any]:
+    """The user as the API shows it, with what their VMs take (their quota's units)."""
+    usage = {**panel.vms.usage(user["id"]), "backups": panel.backups.count_of(user["id"])}
+    return {**public_user(user), "usage": usage}
 
 
 def _declare_users(api: RouteTable, panel: PanelHost) -> None:
@@ -137,7 +143,7 @@ def _declare_users(api: RouteTable, panel: PanelHost) -> None:
     @api.route("/users", summary="Users", role="admin", response=s.items(s.USER),
                tags=("users",))
     def list_users(req: ApiRequest) -> dict[str, Any]:
-        return {"items": [public_user(u) for u in auth.users()]}
+        return {"items": [_with_usage(panel, u) for u in auth.users()]}
 
     @api.route("/users", "POST", summary="Create a user", role="admin", body=USER_CREATE,
                status=201, response=s.USER, tags=("users",), errors=(409,))
@@ -150,7 +156,7 @@ def _declare_users(api: RouteTable, panel: PanelHost) -> None:
     @api.route("/users/{user_id}", summary="One user", role="admin", response=s.USER,
                tags=("users",))
     def get_user(req: ApiRequest, user_id: str) -> dict[str, Any]:
-        return public_user(auth.require_user(user_id))
+        return _with_usage(panel, auth.require_user(user_id))
 
     @api.route("/users/{user_id}", "PATCH", summary="Change a user's password (revokes "
                "their sessions and tokens), role or quota", role="admin", body=USER_PATCH,

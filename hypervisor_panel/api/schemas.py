@@ -71,7 +71,9 @@ TEMPLATE = obj(["id", "name", "memory_mib", "vcpus", "disk_gib"], id=ID,
                disk_gib={"type": "integer"})
 USER = obj(["id", "name", "role"], id=ID, name={"type": "string"},
            role={"enum": ["admin", "user"]}, quota={"type": "object"},
-           permissions={"type": "object"})
+           permissions={"type": "object"},
+           usage={"type": "object", "description": "what the user's VMs take, per quota key",
+                  "additionalProperties": {"type": "integer"}})
 LOGIN = obj(["token", "user"], token={"type": "string"}, user=USER)
 TOKEN = obj(["id", "name", "kind", "user"], id=ID, name={"type": "string"},
             kind={"type": "string"}, user=ID, created=TIME,

@@ -57,6 +57,10 @@ class BackupService:
                  and (kind is None or b["kind"] == kind) and self._may_see(b, user)]
         return sorted(found, key=lambda b: b["created"], reverse=True)
 
+    def count_of(self, owner_id: str) -> int:
+        """How many backups of a user's VMs there are (their ``backups`` quota's unit)."""
+        return len(self.store.find(TABLE, owner=owner_id))
+
     def check_quota(self, owner_id: str | None, adding: int = 1) -> None:
         """Refuse a backup that would take the VM owner's backups beyond their quota."""
         maximum = limits.limit(self.vms.user(owner_id), "backups") if owner_id else None

@@ -25,6 +25,7 @@ from ..tasks import TaskManager
 from ..virt.domain_xml import serial_log_path
 from ..vm_templates import VMTemplateService
 from ..volumes import volume_ref
+from . import placement
 from .create import Creator
 from .disk_swap import replace_disks
 from .guest_keys import GuestKeyStore
@@ -140,6 +141,16 @@ class VMService:
         if vm is None or (user["role"] != "admin" and vm.get("owner") != user["id"]):
             raise NotFound(f"VM {vm_id!r} not found", code="vm_not_found")
         return vm  # type: ignore[return-value]
+
+    def usage(self, owner_id: str) -> dict[str, int]:
+        """What a user's VMs take, in the units of their quota (``backups`` aside)."""
+        with self.store.locked():
+            mine = [v for v in self.store.raw_values(TABLE) if v.get("owner") == owner_id]
+            used = placement.usage_of(mine)
+            ips = self.networking.pools.held_by({v["id"] for v in mine})
+        return {"vms": used.vms, "vcpus": used.vcpus, "memory_mib": used.memory_mib,
+                "disk_gib": used.disk_gib, "ips": ips,
+                "snapshots": sum(len(v.get("snapshots", [])) for v in mine)}
 
     def user(self, user_id: str) -> dict[str, Any] | None:
         """A VM owner's user record (their quotas), through the users' service."""

@@ -13,8 +13,9 @@ const form = $('#user-form');
 let users = [];
 let editing = null;
 
-const quotaText = (quota) => QUOTAS.filter(([key]) => quota && quota[key] !== undefined)
-  .map(([key, label]) => `${quota[key]} ${label}`).join(', ') || 'no limit';
+// "used/limit label" for each key with a limit (what the user's VMs take now).
+const quotaText = (quota, usage) => QUOTAS.filter(([key]) => quota && quota[key] !== undefined)
+  .map(([key, label]) => `${usage?.[key] ?? 0}/${quota[key]} ${label}`).join(', ') || 'no limit';
 const permText = (perms) => PERMISSIONS.filter(([key]) => perms && perms[key])
   .map(([, label]) => label).join(', ') || '—';
 
@@ -23,7 +24,7 @@ function render() {
   fill(rows, users.map((u) => el('tr', { testid: 'user-row', dataset: { name: u.name } },
     el('td', null, el('strong', null, u.name)),
     el('td', null, u.role),
-    el('td', { testid: 'user-quota' }, u.role === 'admin' ? '—' : quotaText(u.quota)),
+    el('td', { testid: 'user-quota' }, u.role === 'admin' ? '—' : quotaText(u.quota, u.usage)),
     el('td', { testid: 'user-permissions' }, u.role === 'admin' ? 'all' : permText(u.permissions)),
     el('td', { class: 'actions' },
       el('button', { type: 'button', class: 'btn-small', testid: 'user-edit',

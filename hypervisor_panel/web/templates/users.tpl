@@ -5,7 +5,7 @@
 % else:
 <section class="card">
   <table class="table" data-testid="user-table">
-    <thead><tr><th>Name</th><th>Role</th><th>Quota</th><th>Permissions</th><th></th></tr></thead>
+    <thead><tr><th>Name</th><th>Role</th><th>Used / quota</th><th>Permissions</th><th></th></tr></thead>
     <tbody id="user-rows"><tr><td colspan="5" class="muted">Loading…</td></tr></tbody>
   </table>
 </section>
