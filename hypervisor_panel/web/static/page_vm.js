@@ -1,5 +1,5 @@
-// One VM: state, facts, stats, disks, interfaces, lifecycle buttons, the last task and the
-// serial console.
+// One VM: state, facts, stats, disks, interfaces, snapshots, lifecycle buttons, the last task
+// and the serial console.
 
 import { ApiError, FINAL_STATES, get, items, post } from './api.js';
 import {
@@ -9,6 +9,7 @@ import { actionButtons, submitAction } from './vm_actions.js';
 import { setUpInterfaces, updateInterfaces } from './vm_interfaces.js';
 import { reinstallButton, setUpRecipes, updateRecipes } from './vm_recipes.js';
 import { setUpBackups, updateBackups } from './vm_backups.js';
+import { setUpSnapshots, updateSnapshots } from './vm_snapshots.js';
 import { busy, changed, clearError, errorView, every, followTask, showError, showNotice } from './ui.js';
 
 const root = $('#vm');
@@ -167,6 +168,7 @@ async function load() {
   updateInterfaces(vm);
   await Promise.all([loadTasks(),
     updateRecipes(vm).catch((error) => showError(error, 'Loading recipes')),
+    updateSnapshots(vm).catch((error) => showError(error, 'Loading snapshots')),
     updateBackups(vm).catch((error) => showError(error, 'Loading backups'))]);
 }
 
@@ -355,6 +357,7 @@ async function start() {
     items('/vm-templates'), items('/nodes'), items('/storages')]);
   await setUpInterfaces(path, load).catch((error) => showError(error, 'Loading networks'));
   setUpRecipes(path, follow);
+  setUpSnapshots(path, () => load());
   await setUpBackups(vmId, () => load()).catch((error) => showError(error, 'Loading backup targets'));
   await every(4000, load, 'Loading the VM');
   await loadConsole();

@@ -112,6 +112,22 @@
     <h3>Runs</h3>
     <div class="recipe-runs" data-testid="recipe-runs"><p class="muted">Loading…</p></div>
   </section>
+  <section class="card" data-testid="vm-snapshots-card" aria-labelledby="snapshots-heading">
+    <h2 id="snapshots-heading">Snapshots</h2>
+    <p class="help">A snapshot keeps the VM's disks, and its memory when it runs, inside its qcow2 disks.
+      Reverting drops the VM's backup checkpoints: its next backup is a full one.</p>
+    <div data-testid="vm-snapshots"><p class="muted">Loading…</p></div>
+    <form id="take-snapshot" class="inline-form" data-testid="snapshot-form" autocomplete="off">
+      <label>Name
+        <input name="name" required maxlength="63" data-testid="snapshot-name"
+          pattern="[A-Za-z0-9][A-Za-z0-9._\-]{0,62}" title="Letters, digits, '.', '_' and '-', starting with a letter or digit">
+      </label>
+      <label class="grow">Description
+        <input name="description" maxlength="500" data-testid="snapshot-description" placeholder="optional">
+      </label>
+      <button type="submit" class="btn-primary" data-testid="snapshot-submit">Take snapshot</button>
+    </form>
+  </section>
   <section class="card" data-testid="vm-backups-card" aria-labelledby="backups-heading">
     <div class="card-head">
       <h2 id="backups-heading">Backups</h2>
