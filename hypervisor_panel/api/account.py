@@ -150,8 +150,9 @@ def _declare_users(api: RouteTable, panel: PanelHost) -> None:
     def create_user(req: ApiRequest):
         body = req.body
         extra = {key: body[key] for key in ("quota", "permissions") if key in body}
-        return created(public_user(auth.create_user(body["name"], body["password"],
-                                                    body.get("role", "user"), **extra)))
+        user = auth.create_user(body["name"], body["password"], body.get("role", "user"),
+                                **extra)
+        return created(_with_usage(panel, user))
 
     @api.route("/users/{user_id}", summary="One user", role="admin", response=s.USER,
                tags=("users",))
@@ -162,7 +163,8 @@ def _declare_users(api: RouteTable, panel: PanelHost) -> None:
                "their sessions and tokens), role or quota", role="admin", body=USER_PATCH,
                response=s.USER, tags=("users",))
     def patch_user(req: ApiRequest, user_id: str) -> dict[str, Any]:
-        return public_user(auth.update_user(user_id, req.body, keep_token=req.token["id"]))
+        user = auth.update_user(user_id, req.body, keep_token=req.token["id"])
+        return _with_usage(panel, user)
 
     @api.route("/users/{user_id}", "DELETE", summary="Delete a user without VMs",
                role="admin", tags=("users",), errors=(409,))
