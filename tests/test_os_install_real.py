@@ -200,9 +200,18 @@ def login(real: dict, vm: dict, user: str = "root") -> paramiko.SSHClient:
                                                               .b64decode(blob)))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     key = paramiko.Ed25519Key.from_private_key(io.StringIO(real["private"]))
-    client.connect("127.0.0.1", port=port, username=user, pkey=key, timeout=30,
-                   allow_agent=False, look_for_keys=False)
-    return client
+    for attempt in range(3):  # a handshake cut through the user-mode forward is retried
+        try:
+            client.connect("127.0.0.1", port=port, username=user, pkey=key, timeout=30,
+                           allow_agent=False, look_for_keys=False)
+            return client
+        except paramiko.BadHostKeyException:
+            raise  # a wrong host key is never retried
+        except (EOFError, paramiko.SSHException, OSError):
+            if attempt == 2:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")
 
 
 def sh(client: paramiko.SSHClient, command: str) -> tuple[int, str]:
