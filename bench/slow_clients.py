@@ -11,11 +11,11 @@ read; the normal clients still get answers with p99 under 200 ms.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from pathlib import Path
+
+from tests.support.slow import slow_clients
 
 from ._support import JsonClient, PanelHarness, Report, fmt_ms
 
@@ -54,33 +54,6 @@ def _readers(port: int, token: str | None) -> tuple[list[float], int]:
     return latencies, failures[0]
 
 
-@contextlib.contextmanager
-def _slow_clients(port: int):
-    heads = (b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ",
-             b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: "
-             b"application/json\r\nContent-Length: 1000\r\n\r\n{")
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(SLOW)]
-    for i, sock in enumerate(socks):
-        sock.sendall(heads[i % 2])
-    done = threading.Event()
-
-    def drip() -> None:
-        while not done.wait(DRIP):
-            for sock in socks:
-                with contextlib.suppress(OSError):
-                    sock.sendall(b"a")
-
-    dripper = threading.Thread(target=drip, daemon=True)
-    dripper.start()
-    try:
-        yield socks
-    finally:
-        done.set()
-        dripper.join()
-        for sock in socks:
-            sock.close()
-
-
 def _p99(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(0.99 * (len(ordered) - 1)))]
@@ -95,7 +68,7 @@ def run(workdir: Path) -> Report:
         alone, failed_alone = _readers(harness.port, token)
         report.info("baseline (no slow clients): p99 / max",
                     f"{fmt_ms(_p99(alone))} / {fmt_ms(max(alone))} ({len(alone)} answers)")
-        with _slow_clients(harness.port):
+        with slow_clients(harness.port, SLOW, DRIP):
             time.sleep(0.5)
             loaded, failed = _readers(harness.port, token)
         p99 = _p99(loaded)

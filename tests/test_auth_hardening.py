@@ -9,7 +9,6 @@ imported by name (hence F811 below).
 
 from __future__ import annotations
 
-import datetime
 import http.cookiejar
 import os
 import re
@@ -48,6 +47,7 @@ from tests.support.browser import (  # noqa: F401  (fixtures are used by name)
     sign_in,
 )
 from tests.support.client import Client
+from tests.support.servers import self_signed
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGIN = "/api/v1/auth/login"
@@ -475,27 +475,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2)).sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def _wait_up(base: str, proc: subprocess.Popen, context: ssl.SSLContext | None) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -563,7 +542,7 @@ def _https_supported() -> bool:
 @pytest.mark.skipif(not _https_supported(), reason="web/server.py's server has no "
                     "use_tls(context) yet (waitress cannot serve TLS itself)")
 def test_served_over_https_with_hsts(tmp_path: Path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False
     proc, base, _data, log = _serve(tmp_path, "--tls-cert", str(cert), "--tls-key",
@@ -578,7 +557,7 @@ def test_served_over_https_with_hsts(tmp_path: Path):
 
 
 def test_tls_options_fail_clearly_when_they_cannot_be_used(tmp_path: Path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     (tmp_path / "bad.pem").write_text("not a certificate")
     runs = {"bad": (str(tmp_path / "bad.pem"), str(tmp_path / "bad.pem")),
             "half": (str(cert), "")}

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import http.client
 import json
 import logging
@@ -42,6 +41,8 @@ from hypervisor_panel.web.server import serve_in_thread
 from tests.conftest import ADMIN_PASSWORD, node_uri_for
 from tests.support.api import assert_error
 from tests.support.client import Client
+from tests.support.servers import self_signed
+from tests.support.slow import slow_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 SECURITY = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
@@ -167,37 +168,6 @@ def assert_secure(headers: dict[str, str], what: str) -> None:
     got = {k.lower(): v for k, v in headers.items()}
     for name, value in SECURITY.items():
         assert got.get(name.lower()) == value, f"{what}: {name} is {got.get(name.lower())!r}"
-
-
-@contextlib.contextmanager
-def slow_clients(port: int, count: int, every: float = 3.0) -> Iterator[list[socket.socket]]:
-    """``count`` connections that send a request one byte every ``every`` seconds: half
-    of them are still in their headers, half in a declared 1,000-byte body."""
-    body_head = (b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
-    header_head = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: "
-    socks = []
-    for i in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(body_head if i % 2 else header_head)
-        socks.append(sock)
-    done = threading.Event()
-
-    def drip() -> None:
-        while not done.wait(every):
-            for sock in socks:
-                with contextlib.suppress(OSError):
-                    sock.sendall(b"a")
-
-    dripper = threading.Thread(target=drip, daemon=True)
-    dripper.start()
-    try:
-        yield socks
-    finally:
-        done.set()
-        dripper.join()
-        for sock in socks:
-            sock.close()
 
 
 def _still_open(sock: socket.socket) -> bool:
@@ -563,23 +533,7 @@ def test_a_stream_that_fails_mid_way_is_cut_and_logged(hostile: dict[str, Any], 
 # -- the same over HTTPS --------------------------------------------------------------------
 def _tls_contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server, client) contexts for a fresh self-signed certificate of 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2)).sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert_path, key_path = self_signed(tmp_path)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_path, key_path)
     client = ssl.create_default_context(cafile=str(cert_path))
