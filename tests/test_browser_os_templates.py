@@ -54,6 +54,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]  # slow: the real libvirtd
 
 MIB = 1024 * 1024
 TAG = "uitest"
+UI_CONFIG_SCRIPT = "#!/bin/sh\ncat \"$HVP_SEED/hvp-hostname\" > /etc/hostname\n"
 USER, USER_PASSWORD = "ursula", "ursula-password-1"
 
 RECIPE = """#!/bin/sh
@@ -344,6 +345,9 @@ def test_os_templates_repository_import_upload_and_delete(admin_page: Page, serv
     upload.get_by_test_id("upload-tags").fill(f"{TAG}, extra")
     upload.get_by_test_id("upload-min-memory").fill("128")
     upload.get_by_test_id("upload-storage").select_option(storage["id"])
+    expect(upload.get_by_test_id("upload-script-field")).to_be_hidden()
+    upload.get_by_test_id("upload-config").select_option("script")  # its own configuration
+    upload.get_by_test_id("upload-script").fill(UI_CONFIG_SCRIPT)
     record_texts(page, "upload-progress-text")
     upload.get_by_test_id("upload-submit").click()
     expect(upload.get_by_test_id("upload-stage")).to_have_text("Ready")
@@ -361,6 +365,8 @@ def test_os_templates_repository_import_upload_and_delete(admin_page: Page, serv
     made = next(t for t in admin.get("/api/v1/os-templates").body["items"]
                 if t["name"] == "ui-upload")
     assert made["state"] == "ready" and made["size"] == size and made["tags"] == [TAG, "extra"]
+    assert made["config"] == "script" and made["script"] == UI_CONFIG_SCRIPT
+    expect(upload.get_by_test_id("upload-script-field")).to_be_hidden()  # the form was reset
     assert (real["pool"] / made["volume"]).is_file()
     screenshot(page, "os-templates.png")
 

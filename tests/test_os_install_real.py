@@ -8,7 +8,9 @@ Real TCG guests on the real libvirtd, from the images of tests/support/images.py
 * Debian 12 with the real cloud-init 22.4 (about 2 minutes to SSH under TCG): imported from
   a folder repository; cloud-init sets the hostname, a static address from an IP pool on an
   isolated test bridge and the SSH key; the recipe builds a .deb with ``dpkg-deb`` and
-  installs it with ``dpkg -i``; its output reaches the task log line by line.
+  installs it with ``dpkg -i``; its output reaches the task log line by line;
+* the fast image again as a ``config: script`` template: its own script configures the
+  guest from the seed's plain files (no cloud-config), and the panel's pinned SSH works.
 The panel reaches the guests through a user-mode NIC (``restrict=on``) with a 127.0.0.1
 forward of port 22; the tests log in with their own key and pin the host key the panel
 generated for the VM (paramiko RejectPolicy).
@@ -71,6 +73,28 @@ SLEEPY_RECIPE = """#!/bin/sh
 echo "sleeping"
 sleep 300 &
 sleep 301
+"""
+CONFIGURE_SCRIPT = """#!/bin/sh
+# The template's own configuration (config: script): the panel's seed files, no YAML.
+set -eu
+h=$(cat "$HVP_SEED/hvp-hostname")
+hostname "$h" && echo "$h" > /etc/hostname
+mkdir -p /root/.ssh && chmod 700 /root/.ssh
+cp "$HVP_SEED/hvp-authorized-keys" /root/.ssh/authorized_keys
+chmod 600 /root/.ssh/authorized_keys
+rm -f /etc/dropbear/dropbear_*_host_key
+cp "$HVP_SEED/hvp-host-key" /etc/ssh/ssh_host_ed25519_key
+chmod 600 /etc/ssh/ssh_host_ed25519_key
+dropbearconvert openssh dropbear /etc/ssh/ssh_host_ed25519_key \\
+    /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1
+if [ -f "$HVP_SEED/hvp-password-hash" ]; then
+    hash=$(cat "$HVP_SEED/hvp-password-hash")
+    awk -F: -v OFS=: -v h="$hash" '$1 == "root" { $2 = h } { print }' /etc/shadow > /tmp/sh
+    cat /tmp/sh > /etc/shadow && rm -f /tmp/sh
+fi
+cp "$HVP_SEED/hvp-network" /etc/hvp-network
+echo "configured-by-script $h" > /etc/hvp-configured
+echo "hvp-configure: done for $h"
 """
 DEBIAN_RECIPE = """#!/bin/sh
 # metadata_begin
@@ -151,7 +175,8 @@ def _clean(admin: Client, storage: dict, pool_dir: Path) -> None:
 def upload_template(admin: Client, storage: dict, path: Path, meta: dict) -> dict:
     data = path.read_bytes()
     body = {k: meta[k] for k in ("os_family", "os_version", "format", "tags", "min_disk_gib",
-                                 "min_memory_mib", "default_user", "config")}
+                                 "min_memory_mib", "default_user", "config", "script")
+            if k in meta}
     made = admin.post("/api/v1/os-templates/uploads", {
         **body, "name": meta["name"], "storage": storage["id"],
         "sha256": hashlib.sha256(data).hexdigest()})
@@ -295,6 +320,41 @@ def test_fast_template_vm_runs_recipes_and_reinstalls(real: dict[str, Any]) -> N
     with login(real, after) as client:  # the same pinned host key still verifies
         assert sh(client, "test -e /root/greeting; echo $?") == (0, "1\n")  # a fresh disk
     print(f"\nfast template VM: create + recipe done in {to_recipe_done:.1f} s")
+
+
+@pytest.mark.timeout(600)
+def test_script_template_vm_is_configured_by_the_template_s_own_script(
+        real: dict[str, Any]) -> None:
+    admin, tag = real["admin"], real["tag"]
+    image = fast_image(CACHE)
+    meta = {**image.index, "name": f"fast-script-{tag}", "config": "script"}
+    template = upload_template(admin, real["storage"], image.qcow2,
+                               {**meta, "script": CONFIGURE_SCRIPT})
+    assert template["config"] == "script"
+    if admin.get("/api/v1/recipes").body["items"] == []:
+        assert admin.post("/api/v1/recipes", {"script": FAST_RECIPE}).status == 201
+    vmt = vm_template(admin, f"fast-script-{tag}", 192, 1)
+    body = {"name": f"scripted-{tag}", "vm_template": vmt["id"],
+            "storage": real["storage"]["id"], "os_template": template["id"],
+            "interfaces": [ssh_nic(real)], "ssh_keys": [real["public"]],
+            "password": "a-root-password"}
+    before = admin.get("/api/v1/vms").body["items"]
+    refused = admin.post("/api/v1/vms", {**body, "user_data": {"packages": ["htop"]}})
+    assert refused.status == 422 and refused.body["error"]["code"] == "user_data_unsupported"
+    assert admin.get("/api/v1/vms").body["items"] == before  # nothing made
+    task, vm = create_vm(admin, {**body, "recipe": "hello_fast",
+                                 "recipe_params": {"GREETING": "from a script template"}})
+    assert any("configuration seed" in line for line in task["log"]), task["log"]
+    recipe_task = admin.wait_task(task["result"]["recipe_task"], timeout=300)
+    assert recipe_task["state"] == "succeeded", recipe_task  # the pinned host key verified
+    mac = vm["interfaces"][0]["mac"]
+    with login(real, vm) as client:
+        assert sh(client, "cat /etc/hvp-configured") == (0, f"configured-by-script "
+                                                            f"scripted-{tag}\n")
+        assert sh(client, "hostname") == (0, f"scripted-{tag}\n")
+        assert mac in sh(client, "cat /etc/hvp-network")[1]
+        assert sh(client, "grep -c '^root:\\$6\\$' /etc/shadow") == (0, "1\n")
+        assert sh(client, "cat /root/greeting") == (0, "from a script template")
 
 
 def _wait_log(admin: Client, task_id: str, text: str, timeout: float = 120) -> None:

@@ -56,3 +56,35 @@ def test_a_seed_without_password_locks_root_s_password_login():
     config = yaml.safe_load(read_seed(Seed("i-2", "db1").iso())["user-data"])
     root = config["users"][1]
     assert root["lock_passwd"] is True and config["ssh_pwauth"] is False
+
+
+SCRIPT = "#!/bin/sh\ncat \"$HVP_SEED/hvp-hostname\" >/etc/hostname\n"
+
+
+def test_a_script_template_s_seed_has_its_script_and_plain_inputs_and_no_user_data():
+    made = seed(script=SCRIPT, network_lines=["hvp.net=eth0,52:54:00:aa:bb:cc,static",
+                                              "hvp.addr=eth0,203.0.113.10/24"])
+    data = made.iso()
+    files = read_seed(data)
+    assert "user-data" not in files  # cloud-init, if the image has it, configures nothing
+    assert files["hvp-configure"] == SCRIPT
+    assert files["hvp-hostname"] == "web1\n"
+    assert files["hvp-authorized-keys"] == "ssh-ed25519 AAAAkey me\n"
+    assert files["hvp-password-hash"].startswith("$6$")
+    assert "s3cret-password" not in "".join(files.values())
+    assert files["hvp-host-key.pub"] == made.host_key_public + "\n"
+    assert "BEGIN OPENSSH PRIVATE KEY" in files["hvp-host-key"]
+    assert files["hvp-network"].splitlines() == ["hvp.net=eth0,52:54:00:aa:bb:cc,static",
+                                                 "hvp.addr=eth0,203.0.113.10/24"]
+    assert yaml.safe_load(files["meta-data"])["instance-id"] == "i-1"
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(data))
+    record = iso.get_record(rr_path="/hvp-configure")
+    assert record.rock_ridge.get_file_mode() == 0o100755  # runnable as the image copies it
+    iso.close()
+
+
+def test_a_script_seed_without_a_password_has_no_password_file():
+    files = read_seed(Seed("i-3", "db1", script=SCRIPT).iso())
+    assert "hvp-password-hash" not in files and "hvp-host-key" not in files
+    assert files["hvp-network"] == "" and files["hvp-authorized-keys"] == ""

@@ -127,7 +127,11 @@ class Creator:
             request.iso = os_template["volume"]
         else:
             fields["image"] = os_template["volume"]
-            request.seed = os_template.get("config") == "cloud-init"
+            request.configure_from(os_template)
+            if request.user_data and os_template.get("config") != "cloud-init":
+                raise Invalid(f"OS template {os_template['name']!r} is not configured by "
+                              "cloud-init, so it takes no user_data",
+                              code="user_data_unsupported")
         return fields
 
     # -- placement -----------------------------------------------------------------------

@@ -99,8 +99,8 @@ class GuestOS:
                           f"{template['min_disk_gib']} GiB", code="disk_too_small")
         recipe = self.check_recipe(body.get("recipe"), body.get("recipe_params", {}),
                                    list(template.get("tags", [])), user)
-        request = InstallRequest(seed=template.get("config") == "cloud-init",
-                                 ssh_keys=list(body.get("ssh_keys", [])))
+        request = InstallRequest(ssh_keys=list(body.get("ssh_keys", [])))
+        request.configure_from(template)
         if body.get("password"):
             request.password_hash = hash_password(body["password"])
         return self.tasks.submit(

@@ -17,7 +17,7 @@ import libvirt
 from ..storage import Disk, StorageBackend
 from ..tasks import TaskContext
 from .guest_keys import GuestKeyStore
-from .nics import VMNetworking
+from .nics import VMNetworking, guest_tokens
 from .records import DiskRecord, VMRecord
 from .seed import Seed
 
@@ -34,6 +34,13 @@ class InstallRequest:
     ssh_keys: list[str] = field(default_factory=list)
     user_data: dict[str, Any] = field(default_factory=dict)
     iso: str | None = None
+    script: str | None = None  # an OS template's own configuration script (config: script)
+
+    def configure_from(self, os_template: dict[str, Any]) -> None:
+        """Seed the guest as the template says: cloud-init, its own script, or nothing."""
+        config = os_template.get("config")
+        self.seed = config in ("cloud-init", "script")
+        self.script = os_template.get("script") if config == "script" else None
 
 
 def seed_volume_name(vm: VMRecord) -> str:
@@ -55,7 +62,9 @@ class Installer:
                     host_key_private=keys.host_private, host_key_public=keys.host_public,
                     password_hash=request.password_hash,
                     network_config=self.networking.network_config(vm),
-                    user_data=request.user_data)
+                    user_data=request.user_data, script=request.script,
+                    network_lines=guest_tokens(self.networking.guest_interfaces(vm))
+                    if request.script is not None else [])
 
     def cdroms(self, ctx: TaskContext, backend: StorageBackend, conn: libvirt.virConnect,
                vm: VMRecord, request: InstallRequest) -> list[tuple[Disk, DiskRecord]]:
@@ -63,7 +72,8 @@ class Installer:
         if request.seed:
             iso = self.seed_for(vm, request).iso()
             name = seed_volume_name(vm)
-            ctx.progress(40, "writing the cloud-init seed")
+            ctx.progress(40, "writing the configuration seed" if request.script is not None
+                         else "writing the cloud-init seed")
             backend.delete_volume(conn, name)  # a reinstall replaces the old one
             volume = backend.create_volume(conn, name, len(iso), "raw"
                                            if "raw" in backend.volume_formats else None)

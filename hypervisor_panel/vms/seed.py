@@ -6,6 +6,17 @@ labelled ``cidata`` with Joliet and Rock Ridge names ``meta-data``, ``user-data`
 owner's and the panel's own key for recipes), a password only as a SHA-512 crypt hash,
 the SSH host key the panel generated for the VM (so its key is pinned before first
 contact), the network configuration from the IP pools (network-config v2) and user data.
+
+A template configured by its own script (``config: script``, for guests without
+cloud-init) gets the same ISO without ``user-data`` but with the script as
+``hvp-configure`` (mode 0755) and its inputs as plain files, one value each, so the script
+parses no YAML and nothing is ever interpolated into a shell string: ``hvp-hostname``,
+``hvp-authorized-keys`` (one key per line), ``hvp-password-hash`` (when a password was
+given), ``hvp-host-key`` / ``hvp-host-key.pub`` (OpenSSH ed25519) and ``hvp-network`` (one
+``hvp.net=IF,MAC,static|dhcp``, ``hvp.addr=IF,CIDR``, ``hvp.gw=IF,ADDRESS``,
+``hvp.mtu=IF,MTU`` or ``hvp.dns=ADDRESS`` per line, as direct-boot guests get on their
+kernel command line). The image runs ``hvp-configure`` once per instance-id with
+``HVP_SEED`` set to the folder holding those files (README: OS templates and recipes).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from passlib.hash import sha512_crypt
 
 VOLUME_LABEL = "cidata"
 FILES = ("meta-data", "user-data", "network-config")
+SCRIPT_FILE = "hvp-configure"
 
 
 def hash_password(password: str) -> str:
@@ -39,6 +51,8 @@ class Seed:
     password_hash: str | None = None
     network_config: dict[str, Any] | None = None
     user_data: dict[str, Any] = field(default_factory=dict)  # merged under the panel's keys
+    script: str | None = None  # config: script — the template's configuration script
+    network_lines: list[str] = field(default_factory=list)  # hvp.* tokens for the script
 
     def meta_data(self) -> str:
         return yaml.safe_dump({"instance-id": self.instance_id,
@@ -73,16 +87,33 @@ class Seed:
         return yaml.safe_dump(self.network_config or {"version": 2, "ethernets": {}},
                               sort_keys=False)
 
+    def files(self) -> dict[str, tuple[bytes, int]]:
+        """The seed's files by name, with their mode."""
+        text = {"meta-data": self.meta_data(), "network-config": self.network_config_text()}
+        if self.script is None:
+            text["user-data"] = self.user_data_text()
+        else:
+            text.update({"hvp-hostname": self.hostname + "\n",
+                         "hvp-authorized-keys": "".join(k + "\n"
+                                                        for k in self.authorized_keys),
+                         "hvp-network": "".join(t + "\n" for t in self.network_lines)})
+            if self.password_hash:
+                text["hvp-password-hash"] = self.password_hash + "\n"
+            if self.host_key_private and self.host_key_public:
+                text["hvp-host-key"] = self.host_key_private
+                text["hvp-host-key.pub"] = self.host_key_public + "\n"
+        out = {name: (value.encode(), 0o100644) for name, value in text.items()}
+        if self.script is not None:
+            out[SCRIPT_FILE] = (self.script.encode(), 0o100755)
+        return out
+
     def iso(self) -> bytes:
         """The seed as ISO 9660 bytes."""
-        contents = {"meta-data": self.meta_data(), "user-data": self.user_data_text(),
-                    "network-config": self.network_config_text()}
         image = pycdlib.PyCdlib()
         image.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
-        for index, name in enumerate(FILES):
-            data = contents[name].encode()
+        for index, (name, (data, mode)) in enumerate(sorted(self.files().items())):
             image.add_fp(io.BytesIO(data), len(data), f"/FILE{index};1", rr_name=name,
-                         joliet_path=f"/{name}")
+                         joliet_path=f"/{name}", file_mode=mode)
         out = io.BytesIO()
         image.write_fp(out)
         image.close()
@@ -95,7 +126,10 @@ def read_seed(data: bytes) -> dict[str, str]:
     image.open_fp(io.BytesIO(data))
     out = {}
     try:
-        for name in FILES:
+        for child in image.list_children(joliet_path="/"):
+            name = child.file_identifier().decode("utf-16-be")
+            if name in (".", "..", "\x00", "\x01") or child.is_dir():
+                continue
             buf = io.BytesIO()
             image.get_file_from_iso_fp(buf, joliet_path=f"/{name}")
             out[name] = buf.getvalue().decode()

@@ -88,6 +88,8 @@ FAST_FEATURES: tuple[str, ...] = (
     "bootcmd (every boot) and runcmd (once per instance): lists of strings (sh -c) or argv "
     "lists; output in /var/log/cloud-init-output.log and on the console",
     "user-data that is a '#!' script: run once per instance after runcmd",
+    "a seed's hvp-configure (an OS template's config: script): run once per instance "
+    "with HVP_SEED set to the seed's files, after runcmd and before SSH starts",
     "network-config v2 (top-level or under 'network:'): ethernets matched by "
     "match.macaddress or match.name (else the key), set-name, mtu, dhcp4 (udhcpc), "
     "addresses, gateway4, gateway6, routes (to/via/metric), nameservers (addresses, "
@@ -551,6 +553,18 @@ if [ $NEW = 1 ]; then
             || echo "user-data script failed" >>$OUTLOG
         tail -c +$((start + 1)) $OUTLOG
     fi
+fi
+
+# -- a template's own configuration script (config: script), once per instance -----------
+# The panel's contract (hypervisor_panel/vms/seed.py): run hvp-configure from the seed with
+# HVP_SEED naming the folder of its input files, before the SSH server starts.
+if [ $NEW = 1 ] && [ -f $SEED/hvp-configure ]; then
+    cp $SEED/hvp-configure /var/lib/cloud/instance/hvp-configure
+    chmod 700 /var/lib/cloud/instance/hvp-configure
+    start=$(wc -c <$OUTLOG 2>/dev/null || echo 0)
+    (cd / && HVP_SEED=$SEED /var/lib/cloud/instance/hvp-configure) >>$OUTLOG 2>&1 </dev/null \
+        || echo "hvp-configure failed" >>$OUTLOG
+    tail -c +$((start + 1)) $OUTLOG
 fi
 
 # -- report, then SSH ---------------------------------------------------------------------

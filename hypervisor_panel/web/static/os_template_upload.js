@@ -77,6 +77,7 @@ function uploadBody(file) {
     config: value('config'), size: file.size,
   };
   for (const key of ['os_version', 'default_user', 'description']) if (value(key)) body[key] = value(key);
+  if (body.config === 'script') body.script = form.elements.script.value;
   for (const key of ['min_disk_gib', 'min_memory_mib']) if (value(key)) body[key] = Number(value(key));
   const tags = value('tags').split(/[\s,]+/).filter(Boolean);
   if (tags.length) body.tags = [...new Set(tags)];
@@ -158,5 +159,13 @@ async function submit(event, { load, track }) {
 export function setUpUpload({ load, track }) {
   if (!form) return;
   form.elements.file.addEventListener('change', fileChosen);
+  const scriptField = $('[data-testid="upload-script-field"]', form);
+  const scriptShown = () => {
+    const wanted = form.elements.config.value === 'script';
+    scriptField.hidden = !wanted;
+    form.elements.script.required = wanted;
+  };
+  form.elements.config.addEventListener('change', scriptShown);
+  form.addEventListener('reset', () => setTimeout(scriptShown));
   form.addEventListener('submit', (event) => submit(event, { load, track }));
 }

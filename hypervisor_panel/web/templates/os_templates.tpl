@@ -81,8 +81,12 @@
     </label>
     <label>Guest configuration
       <select name="config" data-testid="upload-config">
-        <option value="cloud-init">cloud-init (NoCloud seed)</option><option value="none">none</option>
+        <option value="cloud-init">cloud-init (NoCloud seed)</option><option value="script">the template's own script</option><option value="none">none</option>
       </select>
+    </label>
+    <label class="wide" data-testid="upload-script-field" hidden>Configuration script
+      <small>(run by the image at first boot with <code>HVP_SEED</code> naming the seed's files: hvp-hostname, hvp-authorized-keys, hvp-password-hash, hvp-host-key, hvp-network)</small>
+      <textarea name="script" rows="10" spellcheck="false" maxlength="65536" data-testid="upload-script" placeholder="#!/bin/sh"></textarea>
     </label>
     <label>Tags <small>(separated by spaces or commas; recipes sharing one suit it)</small>
       <input name="tags" maxlength="1000" data-testid="upload-tags" placeholder="debian debian12">
