@@ -28,6 +28,7 @@ import libvirt
 import pytest
 from hypervisor_panel_plugins.storage_dir.backend import DirStorage
 
+from hypervisor_panel.backups import qcow2_fill
 from hypervisor_panel.backups.archive import (
     CHUNK,
     ArchiveBuilder,
@@ -415,6 +416,30 @@ def test_full_then_incremental_after_a_10_percent_change_restores_byte_identical
     assert same_content(vol.path(), restored.path)
     assert not same_content(restored.path, restore(real, ["inc-0.hvpbak"], ["vda"])["vda"].path)
     assert not [f for f in pool_files(real) if ".restore-" in f or "scratch" in f]
+    # The node is this machine: the qcow2 is written once through qemu-nbd, no raw copy.
+    direct = restore(real, ["inc-0.hvpbak", "inc-1.hvpbak"], ["vda"], local=True)["vda"]
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", direct.path],
+                                     capture_output=True, check=True).stdout)
+    assert direct.format == "qcow2" and info["format-specific"]["data"]["compat"] == "1.1"
+    assert info["actual-size"] < 100 * MIB and same_content(vol.path(), direct.path)
+    assert not [f for f in pool_files(real) if ".restore-" in f]
+
+
+@pytest.mark.slow
+def test_a_local_restore_without_qemu_nbd_falls_back_to_the_raw_copy(real: Real, monkeypatch):
+    vol = real.volume("nonbd", 64 * MIB)
+    fill(vol, [(0, 4 * MIB), (32 * MIB, 4 * MIB)], seed=12)
+    dom = real.domain("nonbd", [vol], start=False)
+    backup_domain(dom, real.target.open_write("nonbd.hvpbak"))
+    monkeypatch.setattr(qcow2_fill, "QEMU_NBD", "hvp-no-such-qemu-nbd")  # forced missing
+    restored = restore(real, ["nonbd.hvpbak"], ["vda"], local=True)["vda"]
+    assert restored.format == "qcow2" and same_content(vol.path(), restored.path)
+    assert not [f for f in pool_files(real) if ".restore-" in f]
+    before = pool_files(real)
+    monkeypatch.setattr(qcow2_fill, "QEMU_NBD", "false")  # a qemu-nbd that dies at once
+    with pytest.raises(BackupError, match="qemu-nbd"):
+        restore(real, ["nonbd.hvpbak"], ["vda"], local=True)
+    assert pool_files(real) == before  # the new volume was deleted again
 
 
 def blocks_of(path: str, tmp: Path) -> list[bytes]:
@@ -506,9 +531,9 @@ def test_a_tampered_archive_is_refused_and_nothing_is_written(real: Real):
         verify_archive(real.target, "tamper.hvpbak")
     real.pool.refresh(0)
     volumes_before = set(real.pool.listVolumes())
-    for verify_first in (True, False):
+    for verify_first, local in ((True, False), (False, False), (False, True)):
         with pytest.raises(ArchiveDamaged):
-            restore(real, ["tamper.hvpbak"], ["vda"], verify_first=verify_first)
+            restore(real, ["tamper.hvpbak"], ["vda"], verify_first=verify_first, local=local)
         real.pool.refresh(0)
         assert set(real.pool.listVolumes()) == volumes_before  # nothing left behind
 

@@ -5,9 +5,11 @@
 * a raw target is made with the back end's ``create_volume`` and filled with one
   sparse upload stream (holes are skipped on file volumes, written as zeros on block
   devices, whose new extents may hold old data);
-* a qcow2 target is filled as a temporary raw volume in the same pool, then copied into
-  a new qcow2 (compat 1.1) volume with ``createXMLFrom`` (libvirt runs ``qemu-img convert``
-  on the node, which keeps it sparse), and the temporary volume is deleted;
+* a qcow2 target on this machine's file storage is written once through qemu-nbd (see
+  :mod:`.qcow2_fill`); elsewhere it is filled as a temporary raw volume in the same pool,
+  then copied into a new qcow2 (compat 1.1) volume with ``createXMLFrom`` (libvirt runs
+  ``qemu-img convert`` on the node, which keeps it sparse), and the temporary volume is
+  deleted;
 * a back end that streams volumes itself (RBD: ``upload`` overridden) gets the image as
   a plain byte stream through its own ``upload``.
 """
@@ -26,6 +28,7 @@ import libvirt
 
 from ..storage import StorageBackend, call_libvirt
 from ..virt.errors import libvirt_message
+from . import qcow2_fill
 from .archive import CHUNK, ZERO_CHUNK, BackupError
 from .chain import Piece
 
@@ -190,6 +193,14 @@ def write_disk(conn: libvirt.virConnect, dev: str, placement: DiskPlacement, siz
         created.append((backend, placement.name))
         upload_pieces(conn, vol, size, pieces, advance, local)
         return _described(vol, dev, fmt)
+    if local and qcow2_fill.usable_pool(pool):
+        vol = backend.create_volume(conn, placement.name, size, "qcow2")
+        created.append((backend, placement.name))
+        if qcow2_fill.usable(vol):  # one write through qemu-nbd, no temporary raw copy
+            qcow2_fill.fill(vol, size, pieces, advance)
+            return _described(vol, dev, fmt)
+        _delete(backend, conn, placement.name)
+        created.remove((backend, placement.name))
     temp = f"{placement.name}.restore-{secrets.token_hex(3)}.raw"
     raw = call_libvirt(pool.createXML, backend.volume_xml(temp, size, "raw"), 0,
                        what=f"create the temporary volume {temp}")
