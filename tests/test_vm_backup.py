@@ -28,7 +28,7 @@ import libvirt
 import pytest
 from hypervisor_panel_plugins.storage_dir.backend import DirStorage
 
-from hypervisor_panel.backups import qcow2_fill
+from hypervisor_panel.backups import qcow2_fill, vm_backup
 from hypervisor_panel.backups.archive import (
     CHUNK,
     ArchiveBuilder,
@@ -41,7 +41,12 @@ from hypervisor_panel.backups.archive import (
 )
 from hypervisor_panel.backups.backup_job import backup_job_running, panel_checkpoints
 from hypervisor_panel.backups.chain import ArchiveRef, check_chain, disk_layers, merged_disk
-from hypervisor_panel.backups.vm_backup import ParentBackup, backup_domain
+from hypervisor_panel.backups.vm_backup import (
+    LOCAL_SOCKET_DIR,
+    NbdServer,
+    ParentBackup,
+    backup_domain,
+)
 from hypervisor_panel.backups.vm_disks import (
     backup_xml,
     checkpoint_xml,
@@ -189,6 +194,11 @@ def test_backup_and_checkpoint_xml_are_built_from_validated_values():
         backup_xml(disks, "127.0.0.1", 10809, "bad'name", scratch)
     assert "interface" not in helper_xml(xml) and "c.iso" in helper_xml(xml)
     assert os.path.basename(scratch["vda"]) == "a.qcow2.hvp-scratch-t"
+    unix = backup_xml(disks, "127.0.0.1", 0, None, scratch, socket="/var/lib/q/hvp-nbd-t.sock")
+    assert "<server transport=\"unix\" socket=\"/var/lib/q/hvp-nbd-t.sock\" />" in unix
+    for bad in ("relative.sock", "/x\n.sock", "/" + "s" * 120):  # sun_path holds 108 bytes
+        with pytest.raises(BackupError, match="socket"):
+            backup_xml(disks, "127.0.0.1", 0, None, scratch, socket=bad)
 
 
 class _Volume:
@@ -485,6 +495,38 @@ def test_a_running_guest_is_backed_up_while_it_writes_point_in_time(real: Real,
         i = last - (last - k) % WRITER_BLOCKS
         assert block == (f"HVP-BLOCK-{i}-\n" * BLOCK).encode()[:BLOCK], (k, i, block[:32])
     dom.destroy()
+
+
+@pytest.mark.slow
+def test_the_export_is_a_unix_socket_here_and_tcp_when_qemu_cannot_make_one(real: Real):
+    vol = real.volume("sock", 64 * MIB)
+    fill(vol, [(0, 4 * MIB), (40 * MIB, 4 * MIB)], seed=35)
+    dom = real.domain("sock", [vol])
+    seen: list[str] = []
+    original = vm_backup.connect
+
+    def spy(host, port, export, bitmap=None, socket=None):
+        seen.append(socket or f"{host}:{port}")
+        return original(host, port, export, bitmap, socket)
+
+    vm_backup.connect = spy
+    try:
+        full = backup_domain(dom, real.target.open_write("sock-0.hvpbak"),
+                             nbd_server=NbdServer(socket_dir=LOCAL_SOCKET_DIR))
+        assert seen[-1].startswith(LOCAL_SOCKET_DIR + "/hvp-nbd-"), seen
+        assert not os.path.exists(seen[-1])  # gone with the job
+        # /run: QEMU (not root) may not bind there, so the export falls back to TCP.
+        inc = backup_domain(dom, real.target.open_write("sock-1.hvpbak"),
+                            parent=ParentBackup("sock-0.hvpbak", full.checkpoint),
+                            nbd_server=NbdServer(socket_dir="/run"))
+        assert seen[-1].startswith("127.0.0.1:"), seen
+        assert inc.kind == "incremental"
+        assert any("NBD over TCP" in w for w in inc.warnings), inc.warnings
+    finally:
+        vm_backup.connect = original
+    dom.destroy()
+    restored = restore(real, ["sock-0.hvpbak", "sock-1.hvpbak"], ["vda"], local=True)["vda"]
+    assert same_content(vol.path(), restored.path)
 
 
 @pytest.mark.slow

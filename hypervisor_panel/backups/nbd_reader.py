@@ -44,8 +44,10 @@ def bitmap_context(dev: str) -> str:
     return f"qemu:dirty-bitmap:backup-{dev}"
 
 
-def connect(host: str, port: int, export: str, bitmap: str | None = None) -> Any:
-    """A libnbd handle on ``export`` with the allocation (and ``bitmap``) contexts."""
+def connect(host: str, port: int, export: str, bitmap: str | None = None,
+            socket: str | None = None) -> Any:
+    """A libnbd handle on ``export`` with the allocation (and ``bitmap``) contexts, over
+    TCP at ``host:port`` or over the unix ``socket``."""
     try:
         import nbd
     except ImportError as exc:  # a venv without the system's site-packages
@@ -59,13 +61,17 @@ def connect(host: str, port: int, export: str, bitmap: str | None = None) -> Any
         handle.add_meta_context(bitmap)
     handle.set_export_name(export)
     try:
-        handle.connect_tcp(host, str(port))
+        if socket is not None:
+            handle.connect_unix(socket)
+        else:
+            handle.connect_tcp(host, str(port))
     except nbd.Error as exc:
-        raise BackupError(f"cannot read disk {export} over NBD at {host}:{port}: "
+        where = socket if socket is not None else f"{host}:{port}"
+        raise BackupError(f"cannot read disk {export} over NBD at {where}: "
                           f"{exc.string}") from exc
     for context in (BASE_ALLOCATION, bitmap):
         if context and not handle.can_meta_context(context):
-            handle.close()
+            handle.shutdown()
             raise BackupError(f"the NBD export {export} does not offer {context}")
     return handle
 

@@ -22,7 +22,7 @@ from ..tasks import TaskContext
 from ..vms.records import backup_lock
 from . import retention
 from .service import BackupService
-from .vm_backup import NbdServer, ParentBackup, backup_domain
+from .vm_backup import LOCAL_SOCKET_DIR, NbdServer, ParentBackup, backup_domain
 
 MIB = 1024 * 1024
 SYSTEM = {"id": None, "role": "admin", "name": "scheduler"}
@@ -120,11 +120,12 @@ class BackupTaker:
                 "data_bytes": result.data_bytes, "fallback_reason": result.fallback_reason}
 
     def _nbd_server(self, ctx: TaskContext, node_id: str) -> NbdServer:
-        """QEMU's NBD export is on the node's loopback: reached directly on this machine,
-        through an SSH tunnel (the node's pinned connection) on a remote node."""
+        """QEMU's NBD export: a unix socket on this machine (TCP on the loopback when QEMU
+        cannot make one), the node's loopback through an SSH tunnel (the node's pinned
+        connection) on a remote node."""
         node = self.backups.nodes.require(node_id)
         if node.get("kind") != "ssh":
-            return NbdServer()
+            return NbdServer(socket_dir=LOCAL_SOCKET_DIR)
         ctx.log(f"reading the disks through an SSH tunnel to node {node['name']}")
         return NbdServer(tunnel=lambda port: self.backups.nodes.forward(
             node_id, "127.0.0.1", port))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -55,6 +56,9 @@ DEFAULT_SCRATCH_DIR = "/var/lib/libvirt/images"
 PROGRESS_EVERY = 0.25  # seconds between progress callbacks
 PORT_ATTEMPTS = 3
 REMOTE_PORTS = (20000, 30000)  # where a remote node's NBD server may listen (its loopback)
+#: QEMU's own state folder under the system libvirtd: the NBD export's unix socket goes
+#: there on this machine (QEMU may create it; a TCP handshake costs ~90 ms of delayed ACKs).
+LOCAL_SOCKET_DIR = "/var/lib/libvirt/qemu"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,14 @@ class NbdServer:
     connect_host: str | None = None
     connect_port: int | None = None
     tunnel: Callable[[int], AbstractContextManager[tuple[str, int]]] | None = None
+    socket_dir: str | None = None  # this machine: a unix socket there, TCP if QEMU can't
+
+    def socket_path(self, token: str) -> str | None:
+        """The unix socket for one backup, or None (TCP) when there is no usable folder."""
+        if self.socket_dir is None or self.tunnel is not None or \
+                not os.access(self.socket_dir, os.W_OK | os.X_OK):
+            return None
+        return os.path.join(self.socket_dir, f"hvp-nbd-{token}.sock")
 
     def pick_port(self) -> int:
         if self.port:
@@ -155,6 +167,7 @@ class _Job:
     checkpoint: str = field(default_factory=new_checkpoint_name)
     incremental: str | None = None
     port: int = 0
+    socket: str | None = None  # the export's unix socket, else TCP on ``port``
     reason: str | None = None
     disks: list[DomainDisk] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -276,11 +289,12 @@ def _choose_parent(dom: libvirt.virDomain, disks: list[DomainDisk],
 def _begin_with_fallback(job: _Job) -> bool:
     """Start the pull job (retrying a taken port, falling back to full); made a checkpoint."""
     checkpoint = checkpoint_xml(job.checkpoint, job.disks)
-    for attempt in range(PORT_ATTEMPTS):
-        port = job.server.pick_port()
-        token = job.checkpoint.rsplit("-", 1)[-1]
+    token = job.checkpoint.rsplit("-", 1)[-1]
+    socket = job.server.socket_path(token)
+    for attempt in range(PORT_ATTEMPTS + 1):
+        port = 0 if socket else job.server.pick_port()
         scratch = {d.target: d.scratch_path(job.scratch_dir, token) for d in job.disks}
-        xml = backup_xml(job.disks, job.server.host, port, job.incremental, scratch)
+        xml = backup_xml(job.disks, job.server.host, port, job.incremental, scratch, socket)
         try:
             begin(job.dom, xml, checkpoint)
         except BackupError as exc:
@@ -289,11 +303,16 @@ def _begin_with_fallback(job: _Job) -> bool:
                               "took a full backup")
                 job.incremental = None
                 continue
+            if socket is not None:  # QEMU could not listen there: TCP on the loopback
+                job.warnings.append(f"NBD over TCP: no unix socket in "
+                                    f"{job.server.socket_dir} ({exc.message})")
+                socket = None
+                continue
             if "in use" in exc.message and job.server.port is None and \
                     attempt + 1 < PORT_ATTEMPTS:
                 continue
             raise
-        job.port = port
+        job.port, job.socket = port, socket
         return checkpoint is not None
     raise BackupError(f"cannot start the backup of {job.dom.name()}")
 
@@ -301,6 +320,9 @@ def _begin_with_fallback(job: _Job) -> bool:
 def _stream_disks(job: _Job) -> None:
     """Connect to every export, plan all disks (for a known total), then stream each."""
     handles: dict[str, Any] = {}
+    if job.socket is not None:
+        _stream_through(job, "", 0, handles)
+        return
     with job.server.reach(job.port) as (host, port):
         _stream_through(job, host, port, handles)
 
@@ -310,7 +332,7 @@ def _stream_through(job: _Job, host: str, port: int, handles: dict[str, Any]) ->
         plans = {}
         for disk in job.disks:
             bitmap = bitmap_context(disk.target) if job.incremental and disk.bitmaps else None
-            handles[disk.target] = connect(host, port, disk.target, bitmap)
+            handles[disk.target] = connect(host, port, disk.target, bitmap, job.socket)
             plans[disk.target] = plan_disk(handles[disk.target], bitmap)
         job.progress.total = sum(planned_bytes(p) for p in plans.values())
         for disk in job.disks:

@@ -116,14 +116,21 @@ def checkpoint_xml(name: str, disks: list[DomainDisk]) -> str | None:
 
 
 def backup_xml(disks: list[DomainDisk], host: str, port: int, incremental: str | None,
-               scratch: dict[str, str]) -> str:
-    """A pull-mode backup over NBD/TCP; with ``incremental`` the bitmap disks send changes."""
-    if not _HOST.match(host) or not 0 < port < 65536:
+               scratch: dict[str, str], socket: str | None = None) -> str:
+    """A pull-mode backup over NBD/TCP, or over the unix ``socket`` QEMU then listens on;
+    with ``incremental`` the bitmap disks send changes."""
+    if socket is not None:
+        if not _PATH.match(socket) or len(socket) > 100:  # sun_path holds 108 bytes
+            raise BackupError(f"invalid NBD socket path {socket!r}")
+    elif not _HOST.match(host) or not 0 < port < 65536:
         raise BackupError(f"invalid NBD server address {host}:{port}")
     root = ET.Element("domainbackup", mode="pull")
     if incremental:
         ET.SubElement(root, "incremental").text = check_name(incremental)
-    ET.SubElement(root, "server", transport="tcp", name=host, port=str(port))
+    if socket is not None:
+        ET.SubElement(root, "server", transport="unix", socket=socket)
+    else:
+        ET.SubElement(root, "server", transport="tcp", name=host, port=str(port))
     listed = ET.SubElement(root, "disks")
     for disk in disks:
         attrs = {"name": disk.target, "backup": "yes", "type": "file",
