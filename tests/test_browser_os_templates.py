@@ -361,6 +361,7 @@ def test_os_templates_repository_import_upload_and_delete(admin_page: Page, serv
     expect(uploaded.get_by_test_id("os-template-state")).to_have_text("ready")
     expect(uploaded).to_contain_text("uploaded")
     expect(uploaded).to_contain_text("testos 2")
+    expect(uploaded.get_by_test_id("os-template-config")).to_have_text("its own script")
     expect(uploaded.get_by_test_id("tags")).to_contain_text("extra")
     made = next(t for t in admin.get("/api/v1/os-templates").body["items"]
                 if t["name"] == "ui-upload")

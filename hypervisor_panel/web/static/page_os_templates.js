@@ -54,6 +54,8 @@ function stateCell(t) {
   return cell;
 }
 
+const CONFIG_TEXT = { 'cloud-init': 'cloud-init', script: 'its own script', none: 'not configured' };
+
 function renderTemplates() {
   const rows = $('#os-template-rows');
   const columns = isAdmin ? 7 : 6;
@@ -70,7 +72,9 @@ function renderTemplates() {
     t.description ? el('div', { class: 'muted' }, t.description) : null,
     isAdmin && t.origin ? el('div', { class: 'muted small' },
       t.origin === 'repo' ? `from ${nameOf(data.repos, t.repo)}` : 'uploaded') : null),
-  el('td', null, osText(t), t.arch ? el('div', { class: 'muted small' }, t.arch) : null),
+  el('td', null, osText(t), t.arch ? el('div', { class: 'muted small' }, t.arch) : null,
+    t.kind !== 'iso' && t.config ? el('div', { class: 'muted small', testid: 'os-template-config' },
+      CONFIG_TEXT[t.config] || t.config) : null),
   el('td', null, tagList(t.tags)),
   el('td', null, nameOf(data.storages, t.storage)),
   stateCell(t),
