@@ -331,7 +331,7 @@ def test_script_template_vm_is_configured_by_the_template_s_own_script(
     template = upload_template(admin, real["storage"], image.qcow2,
                                {**meta, "script": CONFIGURE_SCRIPT})
     assert template["config"] == "script"
-    if admin.get("/api/v1/recipes").body["items"] == []:
+    if not any(r["name"] == "hello_fast" for r in admin.get("/api/v1/recipes").body["items"]):
         assert admin.post("/api/v1/recipes", {"script": FAST_RECIPE}).status == 201
     vmt = vm_template(admin, f"fast-script-{tag}", 192, 1)
     body = {"name": f"scripted-{tag}", "vm_template": vmt["id"],

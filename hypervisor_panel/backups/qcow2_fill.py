@@ -31,29 +31,33 @@ QEMU_NBD = "qemu-nbd"
 FILE_POOLS = ("dir", "fs", "netfs")
 
 
+def _qemu_nbd() -> str | None:
+    """The qemu-nbd program, or None when it or libnbd's binding is missing."""
+    return shutil.which(QEMU_NBD) if nbd is not None else None
+
+
 def usable_pool(pool: libvirt.virStoragePool) -> bool:
     """Whether new volumes of ``pool`` (on this machine) are files qemu-nbd could fill."""
-    if nbd is None or shutil.which(QEMU_NBD) is None:
+    if _qemu_nbd() is None:
         return False
     return ET.fromstring(pool.XMLDesc(0)).get("type") in FILE_POOLS  # noqa: S314 - libvirt
 
 
 def usable(vol: libvirt.virStorageVol) -> bool:
-    """Whether ``vol`` (a volume of this machine's libvirtd) can be filled here."""
-    if nbd is None or shutil.which(QEMU_NBD) is None:
-        return False
-    if vol.info()[0] != libvirt.VIR_STORAGE_VOL_FILE:
-        return False
+    """Whether this process may open ``vol``, a new file volume of a usable pool."""
     return os.access(vol.path(), os.R_OK | os.W_OK)
 
 
 def fill(vol: libvirt.virStorageVol, size: int, pieces: Iterator[Piece],
          advance: Callable[[int], None]) -> None:
     """Write ``pieces`` (covering ``[0, size)``) into the new qcow2 volume ``vol``."""
+    program = _qemu_nbd()
+    if program is None:
+        raise BackupError("qemu-nbd (package qemu-utils) is missing")
     handle, done = nbd.NBD(), False
     try:
         handle.connect_systemd_socket_activation(
-            [shutil.which(QEMU_NBD) or QEMU_NBD, "--format=qcow2", "--cache=writeback",
+            [program, "--format=qcow2", "--cache=writeback",
              "--discard=unmap", "--", vol.path()])
         exported = handle.get_size()
         if exported != size:

@@ -349,8 +349,7 @@ def _stream_through(job: _Job, host: str, port: int, handles: dict[str, Any]) ->
         for handle in handles.values():
             with contextlib.suppress(Exception):
                 handle.shutdown()
-            with contextlib.suppress(Exception):
-                handle.close()
+        handles.clear()  # libnbd closes a handle when its last reference goes
 
 
 def _manifest(job: _Job, parent: ParentBackup | None, archive_name: str | None,

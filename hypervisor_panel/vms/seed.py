@@ -30,7 +30,6 @@ import yaml
 from passlib.hash import sha512_crypt
 
 VOLUME_LABEL = "cidata"
-FILES = ("meta-data", "user-data", "network-config")
 SCRIPT_FILE = "hvp-configure"
 
 
